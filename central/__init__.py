@@ -1,0 +1,1 @@
+"""The central service: job store, matcher, state machine, sandboxes, data catalog, agents."""

@@ -1,0 +1,179 @@
+"""Central's configuration: one TOML file, validated at start with errors that name the field.
+
+    [central]
+    listen = "127.0.0.1:50051"
+    data_dir = "/var/lib/gridpilot"
+
+    [[sites]]
+    name = "LCG.KEK.jp"
+    local_ses = ["KEK-SE"]
+    default_output_se = "KEK-SE"
+    [[sites.ces]]
+    name = "ce01.kek.jp"
+    queues = ["long"]
+
+    [[storage_elements]]
+    name = "KEK-SE"
+    site = "LCG.KEK.jp"
+    url = "file:///data/kek-se"
+
+    [distances."LCG.KEK.jp"]
+    "DESY-SE" = 10
+
+    [failover]
+    ses = ["FAILOVER-SE"]
+
+The full reference is in README.md ("Configuration").
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid; the message names the problem."""
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class CentralSection(_Strict):
+    listen: str = "127.0.0.1:50051"
+    data_dir: str = "./gridpilot-data"
+    # Seconds between pilot heartbeats (told to pilots at registration).
+    heartbeat_period: float = 30.0
+    # A Matched/Running job with no heartbeat for this long goes Stalled.
+    stalled_after: float = 300.0
+    # A Stalled job with still no heartbeat after this long is rescheduled.
+    reschedule_stalled_after: float = 300.0
+    max_rescheduling: int = 3
+    sandbox_max_bytes: int = 10_000_000
+    # How often the periodic agents run, in seconds.
+    stalled_check_period: float = 30.0
+    failover_period: float = 30.0
+    failover_max_attempts: int = 100
+    log_level: str = "INFO"
+
+
+class CESection(_Strict):
+    name: str
+    queues: list[str] = msgspec.field(default_factory=list)
+
+
+class SiteSection(_Strict):
+    name: str
+    ces: list[CESection] = msgspec.field(default_factory=list)
+    local_ses: list[str] = msgspec.field(default_factory=list)
+    default_output_se: str = ""
+    banned: bool = False
+
+
+class StorageElementSection(_Strict):
+    name: str
+    site: str
+    url: str
+    read: bool = True
+    write: bool = True
+
+
+class FailoverSection(_Strict):
+    ses: list[str] = msgspec.field(default_factory=list)
+
+
+class CentralConfig(_Strict):
+    central: CentralSection = msgspec.field(default_factory=CentralSection)
+    sites: list[SiteSection] = msgspec.field(default_factory=list)
+    storage_elements: list[StorageElementSection] = msgspec.field(default_factory=list)
+    # site -> SE -> cost (lower is nearer). SEs local to a site need no entry.
+    distances: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
+    failover: FailoverSection = msgspec.field(default_factory=FailoverSection)
+
+    def site(self, name: str) -> SiteSection | None:
+        return next((s for s in self.sites if s.name == name), None)
+
+    def storage_element(self, name: str) -> StorageElementSection | None:
+        return next((s for s in self.storage_elements if s.name == name), None)
+
+
+_SUPPORTED_SE_SCHEMES = ("file://",)
+
+
+def _validate(cfg: CentralConfig) -> None:
+    problems: list[str] = []
+    site_names = [s.name for s in cfg.sites]
+    se_names = [s.name for s in cfg.storage_elements]
+    for kind, names in (("site", site_names), ("storage element", se_names)):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            problems.append(f"duplicate {kind} name(s): {', '.join(dupes)}")
+    known_sites, known_ses = set(site_names), set(se_names)
+    for se in cfg.storage_elements:
+        if se.site not in known_sites:
+            problems.append(f"storage element {se.name!r} names unknown site {se.site!r}")
+        if not se.url.startswith(_SUPPORTED_SE_SCHEMES):
+            problems.append(
+                f"storage element {se.name!r} has unsupported URL {se.url!r} "
+                f"(supported: {', '.join(_SUPPORTED_SE_SCHEMES)})"
+            )
+    for site in cfg.sites:
+        named = [*site.local_ses, *([site.default_output_se] if site.default_output_se else [])]
+        for se_name in named:
+            if se_name not in known_ses:
+                problems.append(f"site {site.name!r} names unknown storage element {se_name!r}")
+    for site_name, row in cfg.distances.items():
+        if site_name not in known_sites:
+            problems.append(f"distances: unknown site {site_name!r}")
+        for se_name, cost in row.items():
+            if se_name not in known_ses:
+                problems.append(f"distances.{site_name}: unknown storage element {se_name!r}")
+            if cost < 0:
+                problems.append(f"distances.{site_name}.{se_name}: negative distance {cost}")
+    for se_name in cfg.failover.ses:
+        if se_name not in known_ses:
+            problems.append(f"failover.ses: unknown storage element {se_name!r}")
+    c = cfg.central
+    for field in (
+        "heartbeat_period",
+        "stalled_after",
+        "reschedule_stalled_after",
+        "stalled_check_period",
+        "failover_period",
+    ):
+        if getattr(c, field) <= 0:
+            problems.append(f"central.{field} must be positive")
+    if c.stalled_after <= c.heartbeat_period:
+        problems.append("central.stalled_after must be longer than central.heartbeat_period")
+    if c.sandbox_max_bytes <= 0:
+        problems.append("central.sandbox_max_bytes must be positive")
+    if c.max_rescheduling < 0:
+        problems.append("central.max_rescheduling must not be negative")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+
+
+def config_from_dict(data: dict[str, Any]) -> CentralConfig:
+    try:
+        cfg = msgspec.convert(data, CentralConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: Path) -> CentralConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,48 @@
+"""Central's durable state behind one narrow interface (`Store`), one implementation per engine.
+
+No SQL leaves this package. Every method is one transaction, committed before it returns.
+"""
+
+from central.store.interface import Store
+from central.store.records import (
+    FailoverRequestRecord,
+    FileRecord,
+    HeartbeatRecord,
+    HistoryRecord,
+    JobFilter,
+    JobRecord,
+    NewFailoverRequest,
+    NewJob,
+    OutputRecord,
+    PilotFilter,
+    PilotRecord,
+    PilotUpdate,
+    ReplicaRecord,
+    SandboxRecord,
+    StatusCountRecord,
+    StorageElementRecord,
+    Transition,
+    WaitingJob,
+)
+
+__all__ = [
+    "FailoverRequestRecord",
+    "FileRecord",
+    "HeartbeatRecord",
+    "HistoryRecord",
+    "JobFilter",
+    "JobRecord",
+    "NewFailoverRequest",
+    "NewJob",
+    "OutputRecord",
+    "PilotFilter",
+    "PilotRecord",
+    "PilotUpdate",
+    "ReplicaRecord",
+    "SandboxRecord",
+    "StatusCountRecord",
+    "StorageElementRecord",
+    "Store",
+    "Transition",
+    "WaitingJob",
+]

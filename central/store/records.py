@@ -1,0 +1,246 @@
+"""Plain records that cross the store interface. Times are float seconds since the epoch (UTC)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from central.models.job_states import JobStatus
+from central.models.pilot_states import PilotState
+
+
+class _Record(msgspec.Struct, kw_only=True):
+    pass
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+
+
+class NewJob(_Record):
+    """A job to insert as Waiting. `spec` is the serialized gridpilot.v1.JobSpec (opaque here);
+    `requirements` is the matcher's encoded task-queue key (opaque here)."""
+
+    spec: bytes
+    requirements: bytes
+    project: str
+    owner: str
+    group: str
+    job_name: str
+    priority: int
+    job_type: str
+
+
+class JobRecord(_Record):
+    job_id: int
+    spec: bytes
+    requirements: bytes
+    project: str
+    owner: str
+    group: str
+    job_name: str
+    priority: int
+    job_type: str
+    status: JobStatus
+    minor_status: str
+    application_status: str
+    site: str
+    pilot_id: str
+    # 1 for the first run; a reschedule adds one, so every attempt writes new output names.
+    attempt: int
+    reschedule_count: int
+    submitted: float
+    updated: float
+    # Last heartbeat of the current attempt, or None before the first.
+    last_heartbeat: float | None
+    output_sandbox: str
+    kill_requested: bool
+
+
+class WaitingJob(_Record):
+    """What the matcher needs to rebuild its task queues at start."""
+
+    job_id: int
+    priority: int
+    owner: str
+    group: str
+    requirements: bytes
+
+
+class JobFilter(_Record):
+    """Empty fields do not filter."""
+
+    project: str = ""
+    owner: str = ""
+    site: str = ""
+    job_ids: tuple[int, ...] = ()
+    statuses: tuple[JobStatus, ...] = ()
+
+
+class Transition(_Record):
+    """One status change, applied only if the job is still as the caller saw it.
+
+    `expect` (if not empty) lists the statuses the job must be in, `expect_attempt` (if set)
+    the attempt it must be at; otherwise the transition is skipped and reported as not applied.
+    Fields left None keep their value. Every applied transition writes one history row.
+    """
+
+    job_id: int
+    status: JobStatus
+    minor_status: str
+    source: str
+    time: float
+    expect: tuple[JobStatus, ...] = ()
+    expect_attempt: int | None = None
+    application_status: str | None = None
+    site: str | None = None
+    pilot_id: str | None = None
+    attempt: int | None = None
+    reschedule_count: int | None = None
+    output_sandbox: str | None = None
+    kill_requested: bool | None = None
+    # Clear last_heartbeat (a new attempt starts with none).
+    reset_heartbeat: bool = False
+
+
+class HistoryRecord(_Record):
+    status: JobStatus
+    minor_status: str
+    application_status: str
+    time: float
+    source: str
+
+
+class HeartbeatRecord(_Record):
+    job_id: int
+    attempt: int
+    time: float
+    cpu_seconds: float
+    wall_seconds: float
+    rss_bytes: int
+    disk_free_bytes: int
+    load_average: float
+    stdout_tail: tuple[str, ...] = ()
+
+
+class StatusCountRecord(_Record):
+    project: str
+    owner: str
+    status: JobStatus
+    count: int
+    first_submitted: float
+
+
+class OutputRecord(_Record):
+    """One output file of one job attempt."""
+
+    job_id: int
+    attempt: int
+    lfn: str
+    se: str
+    size: int
+    adler32: str
+
+
+# ---- pilots ----------------------------------------------------------------------------------
+
+
+class PilotRecord(_Record):
+    pilot_id: str
+    reference: str
+    site: str
+    ce: str
+    queue: str
+    backend: str
+    director: str
+    state: PilotState
+    submitted: float
+    registered: float | None = None
+    last_heartbeat: float | None = None
+    jobs_run: int = 0
+    status_reason: str = ""
+    log_tail: str = ""
+    # Time of the last "found no job" report; None when the pilot is busy.
+    idle_since: float | None = None
+    # Time the state last changed (drives Unknown -> Aborted).
+    state_changed: float = 0.0
+
+
+class PilotUpdate(_Record):
+    """Fields left None keep their value."""
+
+    pilot_id: str
+    time: float
+    state: PilotState | None = None
+    status_reason: str | None = None
+    log_tail: str | None = None
+    registered: float | None = None
+    last_heartbeat: float | None = None
+    jobs_run: int | None = None
+    # Set idle_since to `time` (True), clear it (False), or keep it (None).
+    idle: bool | None = None
+
+
+class PilotFilter(_Record):
+    site: str = ""
+    queue: str = ""
+    director: str = ""
+    states: tuple[PilotState, ...] = ()
+    limit: int = 0
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+class StorageElementRecord(_Record):
+    name: str
+    site: str
+    url: str
+    read_allowed: bool
+    write_allowed: bool
+
+
+class ReplicaRecord(_Record):
+    lfn: str
+    se: str
+
+
+class FileRecord(_Record):
+    """A catalog entry: one LFN with its size, checksum and the SEs holding a copy."""
+
+    lfn: str
+    size: int
+    adler32: str
+    ses: tuple[str, ...]
+    job_id: int = 0
+
+
+class NewFailoverRequest(_Record):
+    job_id: int
+    lfn: str
+    source_se: str
+    target_se: str
+
+
+class FailoverRequestRecord(_Record):
+    request_id: int
+    job_id: int
+    lfn: str
+    source_se: str
+    target_se: str
+    # "Waiting", "Done" or "Failed".
+    status: str
+    attempts: int
+    last_error: str
+    created: float
+    updated: float
+    next_try: float
+
+
+class SandboxRecord(_Record):
+    sandbox_id: str
+    size: int
+    # "input" or "output".
+    kind: str
+    owner: str
+    job_id: int
+    attempt: int
+    created: float

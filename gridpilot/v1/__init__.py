@@ -1,0 +1,1 @@
+"""Generated from proto/gridpilot/v1; do not edit."""

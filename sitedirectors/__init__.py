@@ -1,0 +1,1 @@
+"""Site directors: the director loop and one backend module per computing-element type."""
