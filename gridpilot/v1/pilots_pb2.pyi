@@ -143,20 +143,30 @@ class MatchedJob(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    OUTPUT_SE_FIELD_NUMBER: _builtins.int
+    FAILOVER_SES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.int
     attempt: _builtins.int
+    output_se: _builtins.str
+    """Where outputs go: the spec's output_se, else the site's default output SE."""
     @_builtins.property
     def spec(self) -> _common_pb2.JobSpec: ...
+    @_builtins.property
+    def failover_ses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SEs to try, in order, when the output SE refuses a file."""
+
     def __init__(
         self,
         *,
         job_id: _builtins.int = ...,
         attempt: _builtins.int = ...,
         spec: _common_pb2.JobSpec | None = ...,
+        output_se: _builtins.str = ...,
+        failover_ses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "failover_ses", b"failover_ses", "job_id", b"job_id", "output_se", b"output_se", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
