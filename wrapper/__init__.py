@@ -1,1 +1,1 @@
-"""The job wrapper: runs one job attempt (sandbox, input data, payload under a watchdog, outputs)."""
+"""The job wrapper: runs one job attempt (sandbox, input data, payload + watchdog, outputs)."""

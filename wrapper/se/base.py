@@ -73,7 +73,7 @@ def register_plugin(plugin: type[StoragePlugin]) -> type[StoragePlugin]:
 def open_storage(base_url: str) -> StoragePlugin:
     """The plugin for the URL's scheme, bound to that SE base URL."""
     # Importing the plugin modules registers them.
-    from wrapper.se import file as _file  # noqa: F401
+    from wrapper.se import file as _file  # noqa: F401, PLC0415
 
     scheme, sep, _ = base_url.partition("://")
     if not sep:

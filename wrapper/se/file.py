@@ -1,0 +1,183 @@
+"""The file:// storage plugin: an SE that is a directory on a locally mounted file system.
+
+`file:///data/kek-se` + LFN `/belle/user/a/p/sub00/x.root`
+is the path `/data/kek-se/belle/user/a/p/sub00/x.root`.
+Writes go to a temporary name in the target directory and are renamed when complete and
+fsynced, so a reader never sees half a file and a crash leaves no file under the real name.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from gridpilot.checksum import adler32_of_file
+from wrapper.se.base import (
+    SEFileNotFoundError,
+    SEUnavailableError,
+    StorageError,
+    StoragePlugin,
+    register_plugin,
+)
+
+_TMP_PREFIX = ".gridpilot-"
+_TMP_SUFFIX = ".part"
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX)
+
+
+@register_plugin
+class FilePlugin(StoragePlugin):
+    scheme = "file"
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url)
+        path = self.base_url.removeprefix("file://")
+        if not path.startswith("/"):
+            raise StorageError(f"file SE URL must hold an absolute path: {base_url!r}")
+        self.root = Path(path)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _path(self, lfn: str) -> Path:
+        parts = PurePosixPath("/" + lfn.lstrip("/")).parts[1:]
+        if not parts or any(p in ("..", ".") for p in parts):
+            raise StorageError(f"invalid LFN {lfn!r} for SE {self.base_url}")
+        return self.root.joinpath(*parts)
+
+    def _check_root(self, lfn: str) -> None:
+        if not self.root.is_dir():
+            raise SEUnavailableError(
+                f"SE {self.base_url} is unavailable (root {self.root} is not a directory) for {lfn}"
+            )
+
+    @contextmanager
+    def _mapped(self, op: str, lfn: str) -> Iterator[None]:
+        """Turn OS errors on the SE side into the storage error tree."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except FileNotFoundError as exc:
+            self._check_root(lfn)
+            if op == "upload":
+                # The SE lost a directory under our feet: that is the SE failing, not a miss.
+                raise SEUnavailableError(
+                    f"upload: SE {self.base_url} refused {lfn}: {exc.strerror}"
+                ) from exc
+            raise SEFileNotFoundError(f"{op}: {lfn} not found on SE {self.base_url}") from exc
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            if exc.errno == errno.ENOSPC:
+                reason = "no space left on the SE"
+            raise SEUnavailableError(f"{op}: SE {self.base_url} refused {lfn}: {reason}") from exc
+
+    @staticmethod
+    def _write_atomically(source: BinaryIO, dest: Path) -> None:
+        """Copy into a temporary file next to `dest`, fsync, then rename over `dest`."""
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            tmp.chmod(0o644)
+            tmp.replace(dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        # The rename is durable only once the directory entry is on disk.
+        dir_fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    # -- the plugin interface --------------------------------------------------------------
+
+    def upload(self, local: Path, lfn: str) -> None:
+        target = self._path(lfn)
+        try:
+            source = local.open("rb")
+        except OSError as exc:
+            raise StorageError(
+                f"upload of {lfn} to {self.base_url}: cannot read {local}: {exc}"
+            ) from exc
+        with source:
+            self._check_root(lfn)
+            with self._mapped("upload", lfn):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._write_atomically(source, target)
+
+    def download(self, lfn: str, local: Path) -> None:
+        source_path = self._path(lfn)
+        self._check_root(lfn)
+        with self._mapped("download", lfn):
+            if source_path.is_dir():
+                raise SEFileNotFoundError(f"download: {lfn} is a directory on SE {self.base_url}")
+            source = source_path.open("rb")
+        with source:
+            try:
+                local.parent.mkdir(parents=True, exist_ok=True)
+                self._write_atomically(source, local)
+            except OSError as exc:
+                raise StorageError(
+                    f"download of {lfn} from {self.base_url}: cannot write {local}: {exc}"
+                ) from exc
+
+    def delete(self, lfn: str) -> None:
+        path = self._path(lfn)
+        self._check_root(lfn)
+        with self._mapped("delete", lfn):
+            path.unlink()
+
+    def stat(self, lfn: str) -> int:
+        path = self._path(lfn)
+        self._check_root(lfn)
+        with self._mapped("stat", lfn):
+            if path.is_dir():
+                raise SEFileNotFoundError(f"stat: {lfn} is a directory on SE {self.base_url}")
+            return path.stat().st_size
+
+    def checksum(self, lfn: str) -> str:
+        path = self._path(lfn)
+        self._check_root(lfn)
+        with self._mapped("checksum", lfn):
+            if path.is_dir():
+                raise SEFileNotFoundError(f"checksum: {lfn} is a directory on SE {self.base_url}")
+            return adler32_of_file(path)
+
+    def list(self, lpn: str) -> list[str]:
+        self._check_root(lpn)
+        rel = PurePosixPath("/" + lpn.lstrip("/")).parts[1:]
+        if any(p in ("..", ".") for p in rel):
+            raise StorageError(f"invalid LPN {lpn!r} for SE {self.base_url}")
+        top = self.root.joinpath(*rel)
+        found: list[str] = []
+        with self._mapped("list", lpn):
+            if not top.exists():
+                return []
+            if not top.is_dir():
+                raise SEUnavailableError(
+                    f"list: {lpn} on SE {self.base_url} is a file, not a directory"
+                )
+            for dirpath, _dirs, files in os.walk(top, onerror=_raise):
+                for name in files:
+                    if _is_temporary(name):
+                        continue
+                    rel_path = Path(dirpath, name).relative_to(self.root)
+                    found.append("/" + rel_path.as_posix())
+        return sorted(found)
+
+
+def _raise(exc: OSError) -> None:
+    raise exc

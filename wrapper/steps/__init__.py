@@ -1,0 +1,1 @@
+"""The wrapper's pipeline steps, one module each, in the order `wrapper.pipeline` runs them."""
