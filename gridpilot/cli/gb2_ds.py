@@ -1,0 +1,174 @@
+"""gb2_ds_list and gb2_ds_get: look at a dataset and download it, gbasf2 style.
+
+A dataset is named by its logical path name (LPN, starts with '/'); gb2_ds_get and gb2_ds_list
+also take a bare project name, meaning the caller's `/belle/user/<user>/<project>`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from gridpilot.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    CliError,
+    UsageError,
+    add_central_option,
+    console,
+    format_size,
+    make_parser,
+    run_command,
+)
+from gridpilot.cli.ds_download import (
+    DEFAULT_WORKERS,
+    FileResult,
+    FileToGet,
+    Outcome,
+    dataset_dir,
+    get_all,
+    local_path_for,
+)
+from gridpilot.cli.gbasf2 import PROJECT_NAME_RE
+from gridpilot.cli.tables import dataset_table, file_to_dict
+from gridpilot.client import CentralClient, CentralRequestError, ClientSettings
+from gridpilot.v1 import data_pb2
+
+# GetReplicas requests stay small however big the dataset is.
+_REPLICA_BATCH = 1000
+
+
+def dataset_lpn(target: str, user: str) -> str:
+    """An LPN as given, or a project name turned into the user's project directory."""
+    target = target.strip()
+    if target.startswith("/"):
+        return target.rstrip("/") or "/"
+    if not PROJECT_NAME_RE.match(target):
+        raise UsageError(f"{target!r} is neither an LPN (starting with '/') nor a project name")
+    return f"/belle/user/{user}/{target}"
+
+
+def list_dataset(client: CentralClient, lpn: str) -> list[data_pb2.FileReplicas]:
+    try:
+        response: data_pb2.ListDatasetResponse = client.call(
+            client.data.ListDataset, data_pb2.ListDatasetRequest(lpn=lpn)
+        )
+    except CentralRequestError as exc:
+        raise CliError(f"cannot list dataset {lpn}: {exc}") from exc
+    if not response.files:
+        raise CliError(f"dataset {lpn} is unknown or empty")
+    return list(response.files)
+
+
+# ---- gb2_ds_list -------------------------------------------------------------------------------
+
+
+def _ds_list(argv: list[str] | None) -> int:
+    parser = make_parser("gb2_ds_list", "List the files of a dataset.")
+    parser.add_argument("lpn", metavar="LPN|PROJECT", help="dataset LPN or your project name")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_central_option(parser)
+    args = parser.parse_args(argv)
+    settings = ClientSettings.resolve(args.central)
+    lpn = dataset_lpn(args.lpn, settings.user)
+    with CentralClient(settings) as client:
+        files = list_dataset(client, lpn)
+    if args.json:
+        print(json.dumps([file_to_dict(f) for f in files], indent=2))
+        return EXIT_OK
+    out = console()
+    out.print(dataset_table(files))
+    total = sum(f.size for f in files)
+    out.print(f"{len(files)} file(s), {format_size(total)} in {lpn}")
+    return EXIT_OK
+
+
+def ds_list_main(argv: list[str] | None = None) -> int:
+    return run_command("gb2_ds_list", lambda: _ds_list(argv))
+
+
+# ---- gb2_ds_get --------------------------------------------------------------------------------
+
+
+def _replicas(
+    client: CentralClient, lfns: list[str], site: str
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    ordered: dict[str, tuple[tuple[str, str], ...]] = {}
+    for start in range(0, len(lfns), _REPLICA_BATCH):
+        response: data_pb2.GetReplicasResponse = client.call(
+            client.data.GetReplicas,
+            data_pb2.GetReplicasRequest(lfns=lfns[start : start + _REPLICA_BATCH], site=site),
+        )
+        for f in response.files:
+            ordered[f.lfn] = tuple((r.se, r.url) for r in f.replicas)
+    return ordered
+
+
+def _plan(
+    client: CentralClient, lpn: str, dest: Path, site: str
+) -> tuple[list[FileToGet], dict[str, str]]:
+    files = list_dataset(client, lpn)
+    replicas = _replicas(client, [f.lfn for f in files], site)
+    ses: data_pb2.ListStorageElementsResponse = client.call(
+        client.data.ListStorageElements, data_pb2.ListStorageElementsRequest()
+    )
+    se_urls = {se.name: se.url for se in ses.storage_elements}
+    items: list[FileToGet] = []
+    for f in files:
+        try:
+            local = local_path_for(f.lfn, lpn, dest)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        items.append(FileToGet(f.lfn, f.size, f.adler32, replicas.get(f.lfn, ()), local))
+    return items, se_urls
+
+
+def _report(results: list[FileResult]) -> int:
+    counts = {outcome: 0 for outcome in Outcome}
+    for result in results:
+        counts[result.outcome] += 1
+        if result.outcome is Outcome.FAILED:
+            print(f"FAILED {result.lfn}: {'; '.join(result.errors)}")
+    print(
+        f"{counts[Outcome.DOWNLOADED]} downloaded, "
+        f"{counts[Outcome.SKIPPED]} skipped (already present and verified), "
+        f"{counts[Outcome.FAILED]} failed."
+    )
+    return EXIT_ERROR if counts[Outcome.FAILED] else EXIT_OK
+
+
+def _ds_get(argv: list[str] | None) -> int:
+    parser = make_parser("gb2_ds_get", "Download the files of a dataset, verifying each.")
+    parser.add_argument("target", metavar="PROJECT|LPN", help="your project name or an LPN")
+    parser.add_argument("-d", "--dir", type=Path, default=Path("."), help="download directory")
+    parser.add_argument("--site", default="", help="prefer replicas near this site")
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, help="parallel downloads (1-16)"
+    )
+    add_central_option(parser)
+    args = parser.parse_args(argv)
+    if not 1 <= args.workers <= 16:
+        raise UsageError(f"--workers must be between 1 and 16, got {args.workers}")
+    settings = ClientSettings.resolve(args.central)
+    lpn = dataset_lpn(args.target, settings.user)
+    with CentralClient(settings) as client:
+        items, se_urls = _plan(client, lpn, args.dir, args.site)
+    print(f"{len(items)} file(s) in {lpn} -> {dataset_dir(lpn, args.dir)}")
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task("downloading", total=len(items))
+        results = get_all(items, se_urls, args.workers, on_done=lambda _r: progress.advance(task))
+    return _report(results)
+
+
+def ds_get_main(argv: list[str] | None = None) -> int:
+    return run_command("gb2_ds_get", lambda: _ds_get(argv))

@@ -1,0 +1,115 @@
+"""`gridpilot`: the umbrella command for operators.
+
+    gridpilot central serve --config central.toml
+    gridpilot pilot ...            gridpilot sitedirector ...       gridpilot demo ...
+    gridpilot admin pilots [--site S] [--status S] [--json]
+    gridpilot admin se [--json]
+    gridpilot admin se-status NAME --no-write
+    gridpilot --version
+
+The components are imported only when their command runs, so `gridpilot --help` stays fast
+(no grpc, no asyncio loop) and a host with only the pilot installed can still run the pilot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from typing import cast
+
+from gridpilot import __version__
+from gridpilot.cli.args import EXIT_USAGE, add_central_option, make_parser
+
+PROG = "gridpilot"
+
+# command -> (module, what it is); the module's main(argv) gets everything after the command.
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "central": ("central.main", "the central service (e.g. 'gridpilot central serve --config F')"),
+    "pilot": ("pilot.main", "the worker-node pilot"),
+    "sitedirector": ("sitedirectors.main", "the site director loop"),
+    "demo": ("gridpilot.demo.runner", "run a local demonstration grid"),
+}
+
+
+def _load_main(command: str) -> Callable[[list[str]], int | None]:
+    module_name = COMPONENTS[command][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only a missing component is "not available"; a broken import inside it is a bug.
+        missing = exc.name or ""
+        if not missing or not (module_name + ".").startswith(missing + "."):
+            raise
+        raise _Unavailable(f"'{PROG} {command}' is not available here ({exc})") from exc
+    return cast(Callable[[list[str]], int | None], module.main)
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _run_component(command: str, rest: list[str]) -> int:
+    try:
+        component_main = _load_main(command)
+    except _Unavailable as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        code = component_main(rest)
+    except SystemExit as exc:
+        # Components may exit through argparse (--help, usage errors); callers want a code.
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return int(code or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(PROG, "gridpilot: pilot-based workload management.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, help_text) in COMPONENTS.items():
+        # Listed for --help only: main() hands these to the component before argparse runs.
+        commands.add_parser(name, help=help_text, add_help=False)
+
+    admin = commands.add_parser("admin", help="look at and steer a running central")
+    actions = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+
+    pilots = actions.add_parser("pilots", help="list pilots")
+    pilots.add_argument("--site", default="", help="only pilots of this site")
+    pilots.add_argument("--queue", default="", help="only pilots of this queue")
+    pilots.add_argument("--status", action="append", metavar="STATE", help="only these states")
+    pilots.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
+    pilots.add_argument("--json", action="store_true", help="machine-readable output")
+    add_central_option(pilots)
+
+    ses = actions.add_parser("se", help="list storage elements")
+    ses.add_argument("--json", action="store_true", help="machine-readable output")
+    add_central_option(ses)
+
+    se_status = actions.add_parser("se-status", help="allow or ban reading/writing on an SE")
+    se_status.add_argument("name", help="storage element name")
+    se_status.add_argument("--read", action=argparse.BooleanOptionalAction, default=None)
+    se_status.add_argument("--write", action=argparse.BooleanOptionalAction, default=None)
+    add_central_option(se_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in and args_in[0] in COMPONENTS:
+        return _run_component(args_in[0], args_in[1:])
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_in)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command in COMPONENTS:
+        return _run_component(args.command, [])
+    # grpc and rich load only now, when a command needs central.
+    admin = importlib.import_module("gridpilot.cli.admin")
+    return cast(int, admin.run(args))
