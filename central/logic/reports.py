@@ -1,0 +1,267 @@
+"""Job reports from wrappers and pilots: status updates and the final report of an attempt."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from central.logic.data import StorageElements
+from central.logic.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from central.models.job_states import ACTIVE_STATES, JobStatus, can_transition
+from central.store.interface import Store
+from central.store.records import (
+    FileRecord,
+    JobRecord,
+    NewFailoverRequest,
+    OutputRecord,
+    Transition,
+)
+from gridpilot.logs import get_logger
+
+log = get_logger(__name__)
+
+S = JobStatus
+
+PENDING_REQUESTS_MINOR = "Pending Requests"
+DONE_MINOR = "Execution Complete"
+
+# Statuses a running attempt may report on its way (the final one comes via finish_job).
+REPORTABLE: frozenset[JobStatus] = frozenset({S.RUNNING, S.COMPLETING})
+
+
+class ExitCategory(StrEnum):
+    SUCCESS = "Success"
+    APPLICATION_ERROR = "Application error"
+    INPUT_DATA_UNAVAILABLE = "Input data unavailable"
+    UPLOAD_FAILED = "Upload failed"
+    WATCHDOG_KILL = "Watchdog kill"
+    KILLED = "Killed"
+    WRAPPER_ERROR = "Wrapper error"
+
+
+# How each non-success ending maps onto the job: (status, minor status).
+_FINAL_STATUS: dict[ExitCategory, tuple[JobStatus, str]] = {
+    ExitCategory.APPLICATION_ERROR: (S.FAILED, "Application Finished With Errors"),
+    ExitCategory.INPUT_DATA_UNAVAILABLE: (S.FAILED, "Input Data Not Available"),
+    ExitCategory.UPLOAD_FAILED: (S.FAILED, "Uploading Job Outputs Failed"),
+    ExitCategory.WATCHDOG_KILL: (S.FAILED, "Killed by Watchdog"),
+    ExitCategory.WRAPPER_ERROR: (S.FAILED, "Job Wrapper Error"),
+    ExitCategory.KILLED: (S.KILLED, "Killed by user"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedOutput:
+    lfn: str
+    se: str
+    size: int
+    adler32: str
+    # Set when the file sits on a failover SE and must be replicated to this one.
+    destination_se: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FinishReport:
+    job_id: int
+    attempt: int
+    category: ExitCategory
+    exit_code: int = 0
+    message: str = ""
+    output_sandbox: str = ""
+    outputs: Sequence[ReportedOutput] = field(default_factory=tuple)
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
+async def _current_attempt(store: Store, job_id: int, attempt: int) -> JobRecord:
+    job = await store.get_job(job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id} does not exist")
+    if job.attempt != attempt:
+        raise FailedPreconditionError(
+            f"job {job_id}: attempt {attempt} is not the current attempt {job.attempt}; "
+            "report refused"
+        )
+    if job.status not in ACTIVE_STATES:
+        raise FailedPreconditionError(f"job {job_id} is {job.status}; report refused")
+    return job
+
+
+async def report_status(
+    store: Store,
+    *,
+    job_id: int,
+    attempt: int,
+    status: JobStatus,
+    minor_status: str,
+    application_status: str,
+    now: float,
+) -> JobRecord:
+    if status not in REPORTABLE:
+        raise InvalidArgumentError(
+            f"status {status} cannot be reported by a job (only Running or Completing)"
+        )
+    job = await _current_attempt(store, job_id, attempt)
+    if job.status != status:
+        job = await _step_towards(store, job, status, now)
+    transition = Transition(
+        job_id=job_id,
+        status=status,
+        minor_status=minor_status,
+        application_status=application_status or None,
+        source="JobWrapper",
+        time=now,
+        expect=(job.status,),
+        expect_attempt=attempt,
+    )
+    (after,) = await store.apply_transitions([transition])
+    if after is None:
+        raise FailedPreconditionError(
+            f"job {job_id} cannot go from {job.status} to {status}; report refused"
+        )
+    return after
+
+
+def _final_status(
+    report: FinishReport, requests: list[NewFailoverRequest]
+) -> tuple[JobStatus, str, str]:
+    """(status, minor status, application status) of a finished attempt."""
+    if report.category == ExitCategory.SUCCESS:
+        if requests:
+            return S.COMPLETED, PENDING_REQUESTS_MINOR, report.message
+        return S.DONE, DONE_MINOR, report.message
+    status, minor = _FINAL_STATUS[report.category]
+    app = report.message or f"exit code {report.exit_code}"
+    return status, minor, app
+
+
+async def finish_job(
+    store: Store, ses: StorageElements, report: FinishReport, now: float
+) -> JobRecord:
+    """Record how the attempt ended, its outputs, their replicas and failover requests at once."""
+    for out in report.outputs:
+        if not out.lfn.startswith("/"):
+            raise InvalidArgumentError(f"output LFN {out.lfn!r} must start with '/'")
+        ses.require(out.se)
+        if out.destination_se:
+            ses.require(out.destination_se)
+    job = await _current_attempt(store, report.job_id, report.attempt)
+    requests = [
+        NewFailoverRequest(job_id=job.job_id, lfn=o.lfn, source_se=o.se, target_se=o.destination_se)
+        for o in report.outputs
+        if o.destination_se and o.destination_se != o.se
+    ]
+    status, minor, app = _final_status(report, requests)
+    job = await _step_towards(store, job, status, now)
+    transition = Transition(
+        job_id=job.job_id,
+        status=status,
+        minor_status=minor,
+        application_status=app,
+        source="JobWrapper",
+        time=now,
+        expect=(job.status,),
+        expect_attempt=report.attempt,
+        output_sandbox=report.output_sandbox or None,
+        kill_requested=False,
+    )
+    outputs = [
+        OutputRecord(
+            job_id=job.job_id,
+            attempt=job.attempt,
+            lfn=o.lfn,
+            se=o.se,
+            size=o.size,
+            adler32=o.adler32,
+        )
+        for o in report.outputs
+    ]
+    files = [
+        FileRecord(lfn=o.lfn, size=o.size, adler32=o.adler32, ses=(o.se,), job_id=job.job_id)
+        for o in report.outputs
+    ]
+    try:
+        after = await store.finish_attempt(transition, outputs, files, requests)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"job {job.job_id}: {exc}") from exc
+    if after is None:
+        raise FailedPreconditionError(f"job {job.job_id} changed state meanwhile; report refused")
+    log.info(
+        "job.finished",
+        job_id=job.job_id,
+        attempt=job.attempt,
+        status=after.status.value,
+        category=report.category.value,
+        outputs=len(outputs),
+        requests=len(requests),
+    )
+    return after
+
+
+def _intermediates(current: JobStatus, target: JobStatus) -> list[JobStatus]:
+    """Statuses to pass through (Running, Completing) so the state table allows `target`."""
+    if can_transition(current, target):
+        return []
+    for path in ([S.RUNNING], [S.COMPLETING], [S.RUNNING, S.COMPLETING]):
+        steps = [current, *path, target]
+        if all(can_transition(a, b) for a, b in itertools.pairwise(steps)):
+            return path
+    raise FailedPreconditionError(f"a {current} job cannot become {target}; report refused")
+
+
+async def _step_towards(store: Store, job: JobRecord, target: JobStatus, now: float) -> JobRecord:
+    """A wrapper may finish without having reported every step (e.g. Matched -> Done): record
+    the missing steps, so the history stays a legal path through the state table."""
+    path = _intermediates(job.status, target)
+    if not path:
+        return job
+    transitions = []
+    previous = job.status
+    for status in path:
+        transitions.append(
+            Transition(
+                job_id=job.job_id,
+                status=status,
+                minor_status=job.minor_status,
+                source="JobWrapper",
+                time=now,
+                expect=(previous,),
+                expect_attempt=job.attempt,
+            )
+        )
+        previous = status
+    results = await store.apply_transitions(transitions)
+    after = results[-1]
+    if after is None or any(r is None for r in results):
+        raise FailedPreconditionError(f"job {job.job_id} changed state meanwhile; report refused")
+    return after
+
+
+async def complete_if_requests_done(store: Store, job_id: int, now: float) -> JobRecord | None:
+    """A Completed "Pending Requests" job whose last request ended goes Done (or Failed)."""
+    requests = await store.list_failover_requests(job_id)
+    if not requests or any(r.status == "Waiting" for r in requests):
+        return None
+    failed = [r for r in requests if r.status == "Failed"]
+    status, minor = (S.FAILED, "Failover requests failed") if failed else (S.DONE, DONE_MINOR)
+    (after,) = await store.apply_transitions(
+        [
+            Transition(
+                job_id=job_id,
+                status=status,
+                minor_status=minor,
+                source="FailoverAgent",
+                time=now,
+                expect=(S.COMPLETED,),
+            )
+        ]
+    )
+    if after is not None:
+        log.info("job.requests_done", job_id=job_id, status=status.value)
+    return after

@@ -1,0 +1,109 @@
+"""`python -m central serve --config FILE [--listen HOST:PORT] [--data-dir DIR] [--port-file F]`.
+
+Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 2 for a bad configuration or command
+line, 1 when central cannot start (port taken, data directory unusable...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+import msgspec
+import uvloop
+
+from central.config import CentralConfig, ConfigError, load_config
+from central.server import DEFAULT_GRACE_SECONDS, create_server, stop_server
+from gridpilot.logs import configure_logging, get_logger
+
+log = get_logger("central.main")
+
+PROG = "gridpilot-central"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="gridpilot central service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run central until SIGTERM/SIGINT")
+    serve.add_argument("--config", required=True, type=Path, help="central TOML configuration")
+    serve.add_argument("--listen", help="HOST:PORT to listen on (overrides central.listen)")
+    serve.add_argument("--data-dir", type=Path, help="data directory (overrides central.data_dir)")
+    serve.add_argument(
+        "--port-file",
+        type=Path,
+        help='write "host:port" here (atomically) once serving',
+    )
+    serve.add_argument(
+        "--grace", type=float, default=DEFAULT_GRACE_SECONDS, help="seconds to drain on stop"
+    )
+    return parser
+
+
+def _with_overrides(
+    config: CentralConfig, listen: str | None, data_dir: Path | None
+) -> CentralConfig:
+    central = config.central
+    if listen:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"--listen {listen!r} is not HOST:PORT")
+        central = msgspec.structs.replace(central, listen=listen)
+    if data_dir is not None:
+        central = msgspec.structs.replace(central, data_dir=str(data_dir))
+    return msgspec.structs.replace(config, central=central)
+
+
+def write_port_file(path: Path, host: str, port: int) -> None:
+    """Write "host:port" atomically: readers see nothing or the whole line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{host}:{port}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+async def serve(config: CentralConfig, port_file: Path | None, grace: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server, port = await create_server(config)
+    try:
+        host = config.central.listen.rpartition(":")[0].strip("[]")
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"  # listening everywhere: the port file names the local address
+        if ":" in host:
+            host = f"[{host}]"
+        if port_file is not None:
+            write_port_file(port_file, host, port)
+        log.info("central.serving", host=host, port=port, pid=os.getpid())
+        await stop.wait()
+        log.info("central.stopping", grace=grace)
+    finally:
+        await stop_server(server, grace)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = _with_overrides(load_config(args.config), args.listen, args.data_dir)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.central.log_level)
+    try:
+        uvloop.run(serve(config, args.port_file, args.grace))
+    except (OSError, RuntimeError, sqlite3.Error) as exc:
+        print(f"{PROG}: error: cannot run central: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Central's gRPC layer: thin servicers over central.logic, one interceptor, conversions."""

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from gridpilot.v1 import data_pb2
+from tests.support.central_process import SITE
+from tests.support.inprocess import as_user, inprocess_central, run
+
+LFN = "/belle/data/run1/f1.root"
+
+
+def _overrides(tmp_path: Path) -> dict[str, Any]:
+    se = tmp_path / "se"
+    return {
+        "sites": [
+            {"name": SITE, "local_ses": ["LOCAL-SE"], "default_output_se": "LOCAL-SE"},
+            {"name": "LCG.FAR.xx"},
+        ],
+        "storage_elements": [
+            {"name": "LOCAL-SE", "site": SITE, "url": f"file://{se}/local"},
+            {"name": "SITE-SE2", "site": SITE, "url": f"file://{se}/se2"},
+            {"name": "NEAR-SE", "site": "LCG.FAR.xx", "url": f"file://{se}/near"},
+            {"name": "MID-SE", "site": "LCG.FAR.xx", "url": f"file://{se}/mid"},
+            {"name": "FAR-SE", "site": "LCG.FAR.xx", "url": f"file://{se}/far"},
+            {"name": "DOWN-SE", "site": "LCG.FAR.xx", "url": f"file://{se}/down", "read": False},
+        ],
+        "distances": {SITE: {"NEAR-SE": 5, "MID-SE": 20}},
+        "failover": {"ses": []},
+    }
+
+
+def test_replicas_ordered_for_a_site(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with inprocess_central(tmp_path, _overrides(tmp_path)) as env:
+            ses = ["FAR-SE", "DOWN-SE", "MID-SE", "LOCAL-SE", "NEAR-SE", "SITE-SE2"]
+            await env.data.RegisterReplicas(
+                data_pb2.RegisterReplicasRequest(
+                    replicas=[
+                        data_pb2.ReplicaRegistration(lfn=LFN, se=se, size=10, adler32="0000000a")
+                        for se in ses
+                    ]
+                )
+            )
+            reply = await env.data.GetReplicas(
+                data_pb2.GetReplicasRequest(lfns=[LFN, "/belle/none.root"], site=SITE)
+            )
+            assert [f.lfn for f in reply.files] == [LFN]
+            replicas = reply.files[0].replicas
+            assert [(r.se, r.rank_reason) for r in replicas] == [
+                ("LOCAL-SE", "local SE"),
+                ("SITE-SE2", "local SE"),
+                ("NEAR-SE", "distance 5"),
+                ("MID-SE", "distance 20"),
+                ("FAR-SE", "no distance"),
+            ]
+            assert replicas[0].url == f"file://{tmp_path}/se/local{LFN}"
+            assert reply.files[0].size == 10
+
+            dataset = await env.data.ListDataset(data_pb2.ListDatasetRequest(lpn="/belle/data"))
+            assert [f.lfn for f in dataset.files] == [LFN]
+
+    run(body())
+
+
+def test_storage_element_status(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with inprocess_central(tmp_path, _overrides(tmp_path)) as env:
+            listed = await env.data.ListStorageElements(data_pb2.ListStorageElementsRequest())
+            by_name = {se.name: se for se in listed.storage_elements}
+            assert by_name["DOWN-SE"].read_allowed is False
+            assert by_name["LOCAL-SE"].protocol == "file"
+            request = data_pb2.SetStorageElementStatusRequest(
+                name="LOCAL-SE", read_allowed=False, write_allowed=True
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await env.data.SetStorageElementStatus(request, metadata=as_user("alice"))
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            admin = as_user("ops", "admin")
+            await env.data.SetStorageElementStatus(request, metadata=admin)
+            await env.data.RegisterReplicas(
+                data_pb2.RegisterReplicasRequest(
+                    replicas=[
+                        data_pb2.ReplicaRegistration(lfn=LFN, se=se, size=1, adler32="00020002")
+                        for se in ("LOCAL-SE", "FAR-SE")
+                    ]
+                )
+            )
+            reply = await env.data.GetReplicas(data_pb2.GetReplicasRequest(lfns=[LFN], site=SITE))
+            assert [r.se for r in reply.files[0].replicas] == ["FAR-SE"]
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await env.data.SetStorageElementStatus(
+                    data_pb2.SetStorageElementStatusRequest(name="NO-SE"), metadata=admin
+                )
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+    run(body())
+
+
+def test_register_conflicts_and_failover_requests(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with inprocess_central(tmp_path, _overrides(tmp_path)) as env:
+            reg = data_pb2.ReplicaRegistration(lfn=LFN, se="LOCAL-SE", size=1, adler32="00020002")
+            await env.data.RegisterReplicas(data_pb2.RegisterReplicasRequest(replicas=[reg]))
+            for bad in (
+                data_pb2.ReplicaRegistration(lfn=LFN, se="FAR-SE", size=2, adler32="00020002"),
+                data_pb2.ReplicaRegistration(lfn=LFN, se="NO-SE", size=1, adler32="00020002"),
+                data_pb2.ReplicaRegistration(lfn="relative.root", se="FAR-SE"),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await env.data.RegisterReplicas(
+                        data_pb2.RegisterReplicasRequest(replicas=[bad])
+                    )
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            added = await env.data.AddFailoverRequest(
+                data_pb2.AddFailoverRequestRequest(
+                    job_id=0, lfn=LFN, source_se="LOCAL-SE", target_se="FAR-SE"
+                )
+            )
+            assert added.request_id > 0
+            listed = await env.data.ListFailoverRequests(data_pb2.ListFailoverRequestsRequest())
+            assert [r.request_id for r in listed.requests] == [added.request_id]
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await env.data.ListFailoverRequests(
+                    data_pb2.ListFailoverRequestsRequest(status="Bogus")
+                )
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    run(body())
