@@ -1,0 +1,5 @@
+import sys
+
+from sitedirectors.main import main
+
+sys.exit(main())

@@ -1,0 +1,184 @@
+"""Submitting one queue's pilots: record first, then submit, then remember the references.
+
+Order matters for durability: the journal entry (pending) and central's pilot record exist
+before the backend is asked, so a pilot that starts is never unknown to central. Pilots the
+backend refused are marked Aborted in central with the backend's error.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from dataclasses import dataclass, field
+
+from central.models.pilot_states import PilotState
+from gridpilot.logs import get_logger
+from sitedirectors.base import (
+    Backend,
+    PilotLaunch,
+    PilotQueue,
+    SubmitOutcome,
+    SubmitRequest,
+    SubmitResult,
+)
+from sitedirectors.central_client import CentralClient, NewPilot, PilotStateUpdate
+from sitedirectors.config import QueueSection
+from sitedirectors.journal import Journal
+
+log = get_logger(__name__)
+
+
+@dataclass
+class SubmissionReport:
+    submitted: int = 0
+    failed: int = 0
+    deferred: int = 0
+    # The first permanent error: set means the queue is failing.
+    errors: list[str] = field(default_factory=list)
+
+
+def pilot_argv(queue: QueueSection, central: str, pilot_id: str) -> tuple[str, ...]:
+    """The pilot command for one pilot, without --work-dir (the backend adds it)."""
+    p = queue.pilot
+    command = p.command or [sys.executable, "-m", "pilot"]
+    argv = [
+        *command,
+        "--central",
+        p.central or central,
+        "--pilot-id",
+        pilot_id,
+        "--site",
+        queue.site,
+        "--ce",
+        queue.ce,
+        "--queue",
+        queue.name,
+        "--slots",
+        str(queue.slots),
+        "--memory-mb",
+        str(queue.memory_mb),
+        "--cpu-time",
+        str(queue.cpu_time),
+        "--idle-timeout",
+        f"{p.idle_timeout:g}",
+    ]
+    # The pilot must offer what central's demand was computed for.
+    if queue.platform:
+        argv += ["--platform", queue.platform]
+    if queue.tags:
+        argv += ["--tags", ",".join(queue.tags)]
+    if p.software_setup:
+        argv += ["--software-setup", p.software_setup]
+    if p.max_jobs > 0:
+        argv += ["--max-jobs", str(p.max_jobs)]
+    return (*argv, *p.extra_args)
+
+
+def pilot_queue(queue: QueueSection) -> PilotQueue:
+    return PilotQueue(
+        name=queue.name,
+        site=queue.site,
+        ce=queue.ce,
+        slots=queue.slots,
+        memory_mb=queue.memory_mb,
+        cpu_time=queue.cpu_time,
+    )
+
+
+def submit_pilots(
+    *,
+    queue: QueueSection,
+    backend: Backend,
+    count: int,
+    client: CentralClient,
+    journal: Journal,
+    central: str,
+    now: float,
+) -> SubmissionReport:
+    """Submit `count` pilots to the queue. Raises CentralError when central cannot record them
+    (nothing is submitted then); backend exceptions propagate after the recorded pilots are
+    marked Aborted."""
+    report = SubmissionReport()
+    if count <= 0:
+        return report
+    pilot_ids = [uuid.uuid4().hex for _ in range(count)]
+    journal.add_pending(pilot_ids, queue.name, now)
+    journal.save()
+    try:
+        client.record_pilots(
+            [NewPilot(pid, queue, queue.backend, submitted=now) for pid in pilot_ids]
+        )
+    except Exception:
+        journal.remove(pilot_ids)
+        journal.save()
+        raise
+    request = SubmitRequest(
+        queue=pilot_queue(queue),
+        pilots=tuple(
+            PilotLaunch(pid, pilot_argv(queue, central, pid), queue.pilot.environment)
+            for pid in pilot_ids
+        ),
+    )
+    try:
+        results = backend.submit(request)
+    except Exception as exc:
+        # The backend attempted nothing usable: all recorded pilots end here.
+        results = [SubmitResult.failed(pid, f"{type(exc).__name__}: {exc}") for pid in pilot_ids]
+        _settle(
+            queue=queue,
+            pilot_ids=pilot_ids,
+            results=results,
+            client=client,
+            journal=journal,
+            report=report,
+        )
+        raise
+    _settle(
+        queue=queue,
+        pilot_ids=pilot_ids,
+        results=results,
+        client=client,
+        journal=journal,
+        report=report,
+    )
+    return report
+
+
+def _settle(
+    *,
+    queue: QueueSection,
+    pilot_ids: list[str],
+    results: list[SubmitResult],
+    client: CentralClient,
+    journal: Journal,
+    report: SubmissionReport,
+) -> None:
+    by_id = {r.pilot_id: r for r in results}
+    updates: list[PilotStateUpdate] = []
+    for pilot_id in pilot_ids:
+        result = by_id.get(pilot_id) or SubmitResult.failed(pilot_id, "backend returned no result")
+        if result.outcome is SubmitOutcome.OK and result.reference:
+            journal.set_reference(pilot_id, result.reference)
+            report.submitted += 1
+            log.info(
+                "pilot.submitted", pilot_id=pilot_id, queue=queue.name, reference=result.reference
+            )
+            continue
+        journal.remove([pilot_id])
+        if result.outcome is SubmitOutcome.RETRY:
+            report.deferred += 1
+            reason = f"submission deferred: {result.error}"
+        else:
+            report.failed += 1
+            reason = f"submission failed: {result.error or 'no reference returned'}"
+            report.errors.append(result.error or "no reference returned")
+        updates.append(PilotStateUpdate(pilot_id, PilotState.ABORTED, reason=reason))
+    journal.save()
+    if updates:
+        log.warning(
+            "pilots.not_submitted",
+            queue=queue.name,
+            count=len(updates),
+            first_reason=updates[0].reason,
+        )
+        client.update_pilots(updates)

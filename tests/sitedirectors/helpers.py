@@ -1,0 +1,142 @@
+"""Shared pieces of the director tests: configs, job submission, pilot clean-up."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gridpilot.channel import open_sync_channel
+from gridpilot.cli.sandbox import build_input_sandbox, upload_input_sandbox
+from gridpilot.client import CentralClient, ClientSettings
+from gridpilot.demo.release import create_release, setup_template
+from gridpilot.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, sitedirectors_pb2
+from gridpilot.v1 import sitedirectors_pb2_grpc as sd_grpc
+from sitedirectors.config import DirectorConfig, config_from_dict
+from tests.support.central_process import CE, QUEUE, SITE
+
+USER = (("x-gridpilot-user", "alice"), ("x-gridpilot-group", "belle"))
+RELEASE = "release-08-00-00"
+
+T = TypeVar("T")
+
+
+def wait_until(probe: Callable[[], T], *, timeout: float, what: str) -> T:
+    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+def sleeper_command(seconds: float = 60.0) -> list[str]:
+    """A stand-in pilot that neither registers nor takes jobs: it just runs."""
+    return [sys.executable, "-c", f"import time; time.sleep({seconds})"]
+
+
+def exiting_command(code: int, message: str = "") -> list[str]:
+    return [sys.executable, "-c", f"import sys; print({message!r}); sys.exit({code})"]
+
+
+def config_dict(tmp_path: Path, target: str, **queue: Any) -> dict[str, Any]:
+    pilot = {"idle_timeout": 5.0, "command": sleeper_command(), **queue.pop("pilot", {})}
+    return {
+        "director": {
+            "name": "test-director",
+            "central": target,
+            "work_dir": str(tmp_path / "director"),
+            "cycle_period": 0.5,
+            "failing_queue_skip_cycles": 2,
+            "rpc_timeout": 5.0,
+            "log_level": "DEBUG",
+        },
+        "queues": [
+            {
+                "name": QUEUE,
+                "site": SITE,
+                "ce": CE,
+                "max_waiting": 50,
+                "max_total": 100,
+                "max_per_cycle": 50,
+                "ramp_up_step": 50,
+                "pilot": pilot,
+                "backend_options": {"kill_grace": 1.0},
+                **queue,
+            }
+        ],
+    }
+
+
+def director_config(tmp_path: Path, target: str, **queue: Any) -> DirectorConfig:
+    return config_from_dict(config_dict(tmp_path, target, **queue))
+
+
+def submit_jobs(target: str, count: int, **spec: Any) -> list[int]:
+    fields: dict[str, Any] = {"project": "sdtest", "release": "release-08-00-00", **spec}
+    with open_sync_channel(target) as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        reply = stub.SubmitJobs(
+            jobs_pb2.SubmitJobsRequest(jobs=[common_pb2.JobSpec(**fields) for _ in range(count)]),
+            metadata=USER,
+            timeout=10,
+        )
+    return list(reply.job_ids)
+
+
+def list_pilots(target: str) -> list[sitedirectors_pb2.PilotRecord]:
+    with open_sync_channel(target) as channel:
+        stub = sd_grpc.SiteDirectorServiceStub(channel)
+        reply = stub.ListPilots(sitedirectors_pb2.ListPilotsRequest(), timeout=10)
+    return list(reply.pilots)
+
+
+def job_statuses(target: str) -> list[int]:
+    with open_sync_channel(target) as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        reply = stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=USER, timeout=10)
+    return [job.status for job in reply.jobs]
+
+
+def pilot_pids(pilots_dir: Path) -> list[int]:
+    pids = []
+    if pilots_dir.is_dir():
+        for process_file in pilots_dir.glob("*/process.json"):
+            pids.append(int(json.loads(process_file.read_text())["pid"]))
+    return pids
+
+
+def kill_pilots(pilots_dir: Path) -> None:
+    """Never leave pilot processes behind, whatever the test did."""
+    for pid in pilot_pids(pilots_dir):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def submit_payload_jobs(target: str, tmp_path: Path, count: int) -> tuple[list[int], str]:
+    """Jobs a real pilot and wrapper can run (stand-in basf2 release, uploaded sandbox).
+    Returns the job ids and the software-setup template for the pilots."""
+    releases = tmp_path / "releases"
+    create_release(releases, RELEASE)
+    steering = tmp_path / "steer.py"
+    steering.write_text("# a steering file\n")
+    settings = ClientSettings(central=target, user="alice", group="belle")
+    with CentralClient(settings) as client:
+        sandbox = upload_input_sandbox(client, build_input_sandbox(steering, []))
+        spec = common_pb2.JobSpec(
+            project="sd-e2e",
+            release=RELEASE,
+            steering_file="steer.py",
+            input_sandbox=sandbox,
+            basf2_options="-n 10",
+            cpu_time=600,
+        )
+        reply = client.call(client.jobs.SubmitJobs, jobs_pb2.SubmitJobsRequest(jobs=[spec] * count))
+    return list(reply.job_ids), setup_template(releases)

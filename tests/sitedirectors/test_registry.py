@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import sitedirectors
+from sitedirectors.base import Backend, BackendContext, BackendNotSupportedError
+from sitedirectors.local import LocalBackend
+from sitedirectors.registry import BackendRegistry, default_registry
+
+
+def test_default_registry_has_local(tmp_path: Path) -> None:
+    registry = default_registry()
+    assert "local" in registry
+    backend = registry.create("local", BackendContext("q", tmp_path))
+    assert isinstance(backend, LocalBackend)
+    assert backend.name == "local"
+
+
+def test_unknown_backend_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match=r"unknown backend 'slurm'.*local"):
+        default_registry().create("slurm", BackendContext("q", tmp_path))
+
+
+def test_no_silent_overwrite() -> None:
+    registry = BackendRegistry()
+    registry.register("local", lambda ctx: LocalBackend(ctx.work_dir))
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("local", lambda ctx: LocalBackend(ctx.work_dir))
+    registry.register("local", lambda ctx: LocalBackend(ctx.work_dir), replace=True)
+    with pytest.raises(ValueError, match="empty"):
+        registry.register("", lambda ctx: LocalBackend(ctx.work_dir))
+    assert registry.names() == ["local"]
+
+
+def test_optional_operations_say_they_are_missing() -> None:
+    class StatusOnly(Backend):
+        name = "status-only"
+
+        def submit(self, request: sitedirectors.SubmitRequest) -> list[sitedirectors.SubmitResult]:
+            return []
+
+        def status(self, references: object) -> dict[str, sitedirectors.BackendStatus]:
+            return {}
+
+        def cancel(self, references: object) -> None:
+            return None
+
+    backend = StatusOnly()
+    with pytest.raises(BackendNotSupportedError, match="status-only backend: fetch_output"):
+        backend.fetch_output("ref")
+    with pytest.raises(BackendNotSupportedError, match="cleanup"):
+        backend.cleanup(["ref"])
+
+
+def test_public_surface() -> None:
+    for name in sitedirectors.__all__:
+        assert hasattr(sitedirectors, name), name
