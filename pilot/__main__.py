@@ -1,0 +1,7 @@
+"""`python -m pilot`."""
+
+import sys
+
+from pilot.main import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The final reports the pilot sends itself, when a wrapper could not send its own."""
+
+from __future__ import annotations
+
+from gridpilot.v1 import common_pb2, pilots_pb2
+from pilot.job import RunningJob, describe_exit, exit_code_of
+
+# Central stores the message with the job; keep it readable in `gb2_job_status`.
+MAX_MESSAGE_CHARS = 4000
+WRAPPER_LOG_LINES = 20
+
+
+def finish_request(job: RunningJob, returncode: int) -> pilots_pb2.FinishJobRequest:
+    """The FinishJob for a wrapper that exited without `report.done`.
+
+    Killed on a command → KILLED; killed because the pilot was terminated → WRAPPER_ERROR
+    "pilot terminated (SIGTERM)" (central then reschedules or fails it by its rules);
+    anything else → WRAPPER_ERROR with the tail of wrapper.log.
+    """
+    if job.kill_reason is not None:
+        category = common_pb2.EXIT_CATEGORY_KILLED
+        message = f"killed by the pilot: {job.kill_reason}"
+    elif job.terminated_by is not None:
+        category = common_pb2.EXIT_CATEGORY_WRAPPER_ERROR
+        message = f"pilot terminated ({job.terminated_by})"
+    else:
+        category = common_pb2.EXIT_CATEGORY_WRAPPER_ERROR
+        tail = "\n".join(job.wrapper_log_tail(WRAPPER_LOG_LINES))
+        message = f"wrapper {describe_exit(returncode)} without a final report"
+        if tail:
+            message += "; end of wrapper.log:\n" + tail
+    if len(message) > MAX_MESSAGE_CHARS:
+        # Keep the end: the last lines of a log say why it stopped.
+        message = "..." + message[-(MAX_MESSAGE_CHARS - 3) :]
+    return pilots_pb2.FinishJobRequest(
+        job_id=job.job_id,
+        attempt=job.attempt,
+        exit_category=category,
+        exit_code=exit_code_of(returncode),
+        message=message,
+        cpu_seconds=job.cpu_seconds,
+        wall_seconds=job.wall_seconds,
+    )
+
+
+def pilot_terminated_request(
+    matched: pilots_pb2.MatchedJob, reason: str
+) -> pilots_pb2.FinishJobRequest:
+    """For a job central matched to the pilot just as it was being terminated."""
+    return pilots_pb2.FinishJobRequest(
+        job_id=matched.job_id,
+        attempt=matched.attempt,
+        exit_category=common_pb2.EXIT_CATEGORY_WRAPPER_ERROR,
+        message=f"pilot terminated ({reason}) before the job started",
+    )

@@ -1,0 +1,160 @@
+"""The pilot against a real central (subprocess), with the real wrapper and a stand-in basf2."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from gridpilot.v1 import common_pb2
+from pilot.exit_codes import PilotExitCode
+from pilot.logtail import tail_lines
+from tests.pilot.support import (
+    grid_client,
+    pilot_log,
+    pilot_process,
+    session_members,
+    wait_until,
+    wrapper_sessions,
+)
+from tests.support.central_process import running_central
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+def test_runs_jobs_on_free_slots_heartbeats_and_ends_when_idle(tmp_path: Path) -> None:
+    with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
+        ids = grid.submit(2, "-n 30 --standin-seconds 2")
+        work = tmp_path / "work"
+        with pilot_process(grid, work, "--slots", "2", "--idle-timeout", "1") as pilot:
+            assert pilot.wait(60) == PilotExitCode.OK, pilot_log(work)
+        log = pilot_log(work)
+        for job_id in ids:
+            answer = grid.job(job_id)
+            assert answer.job.status == common_pb2.JOB_STATUS_DONE, answer
+            beat = answer.last_heartbeat
+            assert beat.wall_seconds > 0.5
+            assert beat.rss_bytes > 1024 * 1024
+            assert any("[INFO] Processed event" in line for line in beat.stdout_tail)
+            assert (work / f"job_{job_id}_1" / "job.pb").is_file()
+        # Both ran at once on the two slots.
+        starts = [line for line in log.splitlines() if "job.started" in line]
+        assert len(starts) == 2
+        assert "session.opened" in log
+        assert 'reason="idle for' in log
+        [record] = grid.pilots()
+        assert record.state == common_pb2.PILOT_STATE_DONE
+        assert record.jobs_run == 2
+
+
+def test_kill_command_kills_the_whole_payload_tree(tmp_path: Path) -> None:
+    with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
+        [job_id] = grid.submit(1, "-n 100 --standin-seconds 120")
+        work = tmp_path / "work"
+        with pilot_process(grid, work, "--slots", "1", "--idle-timeout", "1") as pilot:
+            grid.wait_status(job_id, "RUNNING")
+            payload_log = work / f"job_{job_id}_1" / "payload.log"
+            wait_until(
+                lambda: any("Processed event" in line for line in tail_lines(payload_log)),
+                what="the payload's first events",
+            )
+            [session] = wrapper_sessions(work)
+            members = session_members(session)
+            assert any("basf2" in " ".join(p.cmdline()) for p in members)
+            started = time.monotonic()
+            grid.kill(job_id)
+            assert grid.wait_status(job_id, "KILLED", timeout=20) == "KILLED"
+            assert time.monotonic() - started < 15
+            wait_until(lambda: not session_members(session), timeout=10, what="tree gone")
+            assert pilot.wait(30) == PilotExitCode.OK
+        log = pilot_log(work)
+        assert "KIND_KILL_JOB" in log
+        assert "job.killing" in log
+
+
+def test_sigterm_kills_running_jobs_reports_them_and_exits_terminated(tmp_path: Path) -> None:
+    with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
+        [job_id] = grid.submit(1, "-n 100 --standin-seconds 120")
+        work = tmp_path / "work"
+        with pilot_process(grid, work, "--slots", "1") as pilot:
+            grid.wait_status(job_id, "RUNNING")
+            [session] = wrapper_sessions(work)
+            pilot.send_signal(signal.SIGTERM)
+            assert pilot.wait(30) == PilotExitCode.TERMINATED, pilot_log(work)
+            assert not session_members(session)
+        answer = grid.job(job_id)
+        assert answer.job.status == common_pb2.JOB_STATUS_FAILED, answer.job
+        assert answer.job.minor_status == "Job Wrapper Error"
+        assert answer.job.application_status == "pilot terminated (SIGTERM)"
+        [record] = grid.pilots()
+        assert record.state == common_pb2.PILOT_STATE_DONE
+        assert "terminated (SIGTERM)" in record.status_reason
+
+
+def test_drain_finishes_the_running_job_and_takes_no_new_one(tmp_path: Path) -> None:
+    with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
+        first, second = grid.submit(2, "-n 20 --standin-seconds 3")
+        work = tmp_path / "work"
+        with pilot_process(grid, work, "--slots", "1") as pilot:
+            running = wait_until(
+                lambda: [j for j in (first, second) if grid.status(j) == "RUNNING"],
+                what="one job running",
+            )
+            pilot.send_signal(signal.SIGUSR1)
+            assert pilot.wait(30) == PilotExitCode.OK, pilot_log(work)
+        other = second if running == [first] else first
+        assert grid.status(running[0]) == "DONE"
+        assert grid.status(other) == "WAITING"
+        assert 'reason="drained (SIGUSR1)"' in pilot_log(work)
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["graceful", "crash"])
+def test_job_survives_a_central_restart(tmp_path: Path, crash: bool) -> None:
+    with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
+        [job_id] = grid.submit(1, "-n 40 --standin-seconds 5")
+        work = tmp_path / "work"
+        with pilot_process(grid, work, "--slots", "1", "--idle-timeout", "1") as pilot:
+            grid.wait_status(job_id, "RUNNING")
+            central.restart(crash=crash)
+            assert pilot.wait(60) == PilotExitCode.OK, pilot_log(work)
+        assert grid.status(job_id) == "DONE"
+        log = pilot_log(work)
+        assert log.count("session.opened") >= 2, log
+
+
+def test_max_jobs_ends_the_pilot_after_that_many(tmp_path: Path) -> None:
+    with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
+        first, second = grid.submit(2, "-n 5")
+        work = tmp_path / "work"
+        extra = ("--slots", "1", "--max-jobs", "1", "--pilot-id", "director-given-id")
+        with pilot_process(grid, work, *extra) as pilot:
+            assert pilot.wait(60) == PilotExitCode.OK, pilot_log(work)
+        assert sorted([grid.status(first), grid.status(second)]) == ["DONE", "WAITING"]
+        assert 'reason="max jobs reached (1)"' in pilot_log(work)
+        [record] = grid.pilots()
+        assert record.pilot_id == "director-given-id"
+        assert record.jobs_run == 1
+
+
+def test_unknown_site_is_a_registration_failure(tmp_path: Path) -> None:
+    with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
+        work = tmp_path / "work"
+        with pilot_process(grid, work, "--site", "NO.SUCH.site") as pilot:
+            assert pilot.wait(30) == PilotExitCode.REGISTRATION_FAILED
+        assert "pilot.registration_refused" in pilot_log(work)
+        assert "INVALID_ARGUMENT" in pilot_log(work)
+
+
+def test_central_gone_for_good_ends_an_idle_pilot(tmp_path: Path) -> None:
+    with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
+        work = tmp_path / "work"
+        extra = ("--idle-timeout", "600", "--unreachable-timeout", "2")
+        with pilot_process(grid, work, *extra) as pilot:
+            wait_until(lambda: "session.opened" in pilot_log(work), what="the session")
+            central.stop()
+            assert pilot.wait(30) == PilotExitCode.CENTRAL_UNREACHABLE, pilot_log(work)
+        log = pilot_log(work)
+        assert "central.retry" in log
+        assert 'reason="central unreachable"' in log
