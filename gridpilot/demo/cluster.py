@@ -1,0 +1,351 @@
+"""The demo's processes and files: central, two site directors, three SE directories.
+
+Everything lives under one temporary root and every process is started here and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+import tomli_w
+from rich.console import Console
+
+from gridpilot.checksum import adler32_of_bytes
+from gridpilot.client import CentralClient, ClientSettings
+from gridpilot.demo.release import create_release, setup_template
+from gridpilot.v1 import data_pb2, jobs_pb2
+
+SITES = {
+    "LCG.KEK.jp": "KEK-SE",
+    "LCG.DESY.de": "DESY-SE",
+}
+FAILOVER_SITE = "LCG.CERN.ch"
+FAILOVER_SE = "CERN-FAILOVER"
+# The SE whose outage forces output failover during the demo.
+OUTAGE_SE = "DESY-SE"
+DATASET_LPN = "/belle/MC/demo/mdst/sub00"
+START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class DemoLayout:
+    root: Path
+
+    @classmethod
+    def create(cls, root: Path) -> DemoLayout:
+        layout = cls(root)
+        for path in (layout.logs, layout.releases, layout.central_data, *layout.se_dirs.values()):
+            path.mkdir(parents=True, exist_ok=True)
+        return layout
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    @property
+    def central_data(self) -> Path:
+        return self.root / "central"
+
+    @property
+    def se_dirs(self) -> dict[str, Path]:
+        names = [*SITES.values(), FAILOVER_SE]
+        return {name: self.root / "se" / name for name in names}
+
+
+class DemoCluster:
+    def __init__(self, layout: DemoLayout, console: Console) -> None:
+        self.layout = layout
+        self.console = console
+        self.user = os.environ.get("GRIDPILOT_USER") or getpass.getuser()
+        self.target = ""
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._client: CentralClient | None = None
+
+    def __enter__(self) -> DemoCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.bring_se_online(OUTAGE_SE)
+        self.stop_pilots_and_directors()
+        self._stop("central")
+        if self._client is not None:
+            self._client.close()
+
+    # ---- processes ----
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["GRIDPILOT_CENTRAL"] = self.target
+        env["GRIDPILOT_USER"] = self.user
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.layout.logs / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+            cwd=self.layout.root,
+            start_new_session=True,
+        )
+        log.close()
+        self._procs[name] = proc
+        return proc
+
+    def _stop(self, name: str, grace: float = 10.0) -> None:
+        proc = self._procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def start_central(self) -> None:
+        config: dict[str, Any] = {
+            "central": {
+                "listen": "127.0.0.1:0",
+                "data_dir": str(self.layout.central_data),
+                "heartbeat_period": 2.0,
+                "stalled_after": 30.0,
+                "reschedule_stalled_after": 15.0,
+                "stalled_check_period": 2.0,
+                "failover_period": 2.0,
+            },
+            "sites": [
+                *(
+                    {
+                        "name": site,
+                        "ces": [{"name": _ce_name(site), "queues": ["demo"]}],
+                        "local_ses": [se],
+                        "default_output_se": se,
+                    }
+                    for site, se in SITES.items()
+                ),
+                {"name": FAILOVER_SITE, "local_ses": [FAILOVER_SE]},
+            ],
+            "storage_elements": [
+                {
+                    "name": name,
+                    "site": next((s for s, se in SITES.items() if se == name), FAILOVER_SITE),
+                    "url": path.as_uri(),
+                }
+                for name, path in self.layout.se_dirs.items()
+            ],
+            "distances": {"LCG.KEK.jp": {"DESY-SE": 10}, "LCG.DESY.de": {"KEK-SE": 10}},
+            "failover": {"ses": [FAILOVER_SE]},
+        }
+        config_path = self.layout.root / "central.toml"
+        config_path.write_text(tomli_w.dumps(config))
+        port_file = self.layout.root / "central.addr"
+        proc = self._spawn(
+            "central",
+            ["-m", "central", "serve", "--config", str(config_path), "--port-file", str(port_file)],
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not port_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"central did not start; see {self.layout.logs}/central.log")
+            time.sleep(0.1)
+        self.target = port_file.read_text().strip()
+        settings = ClientSettings(central=self.target, user=self.user, group="belle_user")
+        self._client = CentralClient(settings).__enter__()
+        self.console.print(f"central listening on {self.target}")
+
+    def start_site_directors(self) -> None:
+        create_release(self.layout.releases, "release-08-00-00")
+        setup = setup_template(self.layout.releases)
+        for site, _se in SITES.items():
+            short = _short(site)
+            config = {
+                "director": {
+                    "name": f"sd-{short}",
+                    "central": self.target,
+                    "cycle_period": 2.0,
+                    "work_dir": str(self.layout.root / "pilots" / short),
+                },
+                "queues": [
+                    {
+                        "name": "demo",
+                        "site": site,
+                        "ce": _ce_name(site),
+                        "backend": "local",
+                        "max_waiting": 2,
+                        "max_total": 3,
+                        "max_per_cycle": 2,
+                        "slots": 1,
+                        "cpu_time": 86400,
+                        "memory_mb": 2048,
+                        "pilot": {"idle_timeout": 8.0, "software_setup": setup},
+                    }
+                ],
+            }
+            path = self.layout.root / f"director-{short}.toml"
+            path.write_text(tomli_w.dumps(config))
+            self._spawn(f"director-{short}", ["-m", "sitedirectors", "--config", str(path)])
+        self.console.print(f"started site directors for {', '.join(SITES)}")
+
+    def stop_pilots_and_directors(self) -> None:
+        """Stop the directors, then any pilot they left running (pilots end by idle timeout)."""
+        pilots: list[psutil.Process] = []
+        for name in [n for n in self._procs if n.startswith("director-")]:
+            proc = self._procs[name]
+            with contextlib.suppress(psutil.NoSuchProcess):
+                pilots += psutil.Process(proc.pid).children(recursive=True)
+            self._stop(name)
+        for pilot in pilots:
+            try:
+                pilot.terminate()
+            except psutil.NoSuchProcess:
+                continue
+        psutil.wait_procs(pilots, timeout=10)
+
+    # ---- the CLI, as a user runs it ----
+
+    def run_cli(self, module_main: str, args: list[str], timeout: float = 120.0) -> int:
+        module, _, func = _CLI[module_main].partition(":")
+        code = f"import sys; from {module} import {func}; sys.exit({func}(sys.argv[1:]))"
+        log = (self.layout.logs / "cli.log").open("ab")
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", code, *args],
+                env=self._env(),
+                cwd=self.layout.root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
+        finally:
+            log.close()
+        return result.returncode
+
+    def submit_project(
+        self, project: str, release: str, dataset: str, seconds_per_job: float
+    ) -> list[int]:
+        steering = self.layout.root / "steering.py"
+        steering.write_text(
+            "# A basf2 steering file (run by the demo's stand-in basf2)\n"
+            "import basf2\n"
+            "main = basf2.create_path()\n"
+            "main.add_module('RootInput')\n"
+            "main.add_module('RootOutput', outputFileName='output.root')\n"
+            "basf2.process(main)\n"
+        )
+        code = self.run_cli(
+            "gbasf2",
+            [
+                str(steering),
+                "-p",
+                project,
+                "-s",
+                release,
+                "-i",
+                dataset,
+                "--basf2opt",
+                f"--standin-seconds {seconds_per_job}",
+                "--force",
+            ],
+        )
+        if code != 0:
+            raise RuntimeError(f"gbasf2 failed (exit {code}); see {self.layout.logs}/cli.log")
+        return sorted(j.job_id for j in self.list_jobs(project))
+
+    # ---- central, read directly ----
+
+    @property
+    def client(self) -> CentralClient:
+        if self._client is None:
+            raise RuntimeError("central is not started")
+        return self._client
+
+    def list_jobs(self, project: str) -> list[jobs_pb2.JobSummary]:
+        request = jobs_pb2.ListJobsRequest(selection=jobs_pb2.JobSelection(project=project))
+        return list(self.client.call(self.client.jobs.ListJobs, request).jobs)
+
+    def failover_requests(self) -> list[data_pb2.FailoverRequest]:
+        request = data_pb2.ListFailoverRequestsRequest()
+        return list(self.client.call(self.client.data.ListFailoverRequests, request).requests)
+
+    def list_dataset(self, lpn: str) -> list[data_pb2.FileReplicas]:
+        request = data_pb2.ListDatasetRequest(lpn=lpn)
+        return list(self.client.call(self.client.data.ListDataset, request).files)
+
+    def register_dataset(self, n_files: int) -> str:
+        """Write n input files to both sites' SEs and register them in the catalog."""
+        registrations = []
+        for i in range(1, n_files + 1):
+            lfn = f"{DATASET_LPN}/mdst_{i:06d}.root"
+            content = (f"demo mdst file {i}\n".encode()) * (2000 + 37 * i)
+            for se in SITES.values():
+                path = self.layout.se_dirs[se] / lfn.lstrip("/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
+                registrations.append(
+                    data_pb2.ReplicaRegistration(
+                        lfn=lfn, se=se, size=len(content), adler32=adler32_of_bytes(content)
+                    )
+                )
+        request = data_pb2.RegisterReplicasRequest(replicas=registrations)
+        self.client.call(self.client.data.RegisterReplicas, request)
+        self.console.print(f"registered dataset {DATASET_LPN}: {n_files} files at both sites")
+        return DATASET_LPN
+
+    # ---- the SE outage ----
+
+    def take_se_offline(self, name: str) -> None:
+        """A real outage: the SE's root becomes a plain file, so every write fails."""
+        path = self.layout.se_dirs[name]
+        path.rename(path.with_name(name + ".offline"))
+        path.write_text("this storage element is down for the demo\n")
+        self.console.print(f"[yellow]{name} is down: writes to it fail from now on[/]")
+
+    def se_is_offline(self, name: str) -> bool:
+        return self.layout.se_dirs[name].with_name(name + ".offline").is_dir()
+
+    def bring_se_online(self, name: str) -> None:
+        path = self.layout.se_dirs[name]
+        parked = path.with_name(name + ".offline")
+        if parked.is_dir():
+            path.unlink(missing_ok=True)
+            parked.rename(path)
+            self.console.print(f"[green]{name} is back[/]")
+
+
+def _short(site: str) -> str:
+    return site.split(".")[1].lower()
+
+
+def _ce_name(site: str) -> str:
+    return f"local.{_short(site)}"
+
+
+_CLI = {
+    "gbasf2": "gridpilot.cli.gbasf2:main",
+    "gb2_job_kill": "gridpilot.cli.gb2_jobs:job_kill_main",
+    "gb2_ds_get": "gridpilot.cli.gb2_ds:ds_get_main",
+}
