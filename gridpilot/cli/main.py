@@ -5,6 +5,7 @@
     gridpilot admin pilots [--site S] [--status S] [--json]
     gridpilot admin se [--json]
     gridpilot admin se-status NAME --no-write
+    gridpilot admin ca|cert|keys|token ...   (offline: CA, certificates, signing keys, tokens)
     gridpilot --version
 
 The components are imported only when their command runs, so `gridpilot --help` stays fast
@@ -30,6 +31,15 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "pilot": ("pilot.main", "the worker-node pilot"),
     "sitedirector": ("sitedirectors.main", "the site director loop"),
     "demo": ("gridpilot.demo.runner", "run a local demonstration grid"),
+}
+
+
+# `gridpilot admin <one of these>` works on local files only: gridpilot.cli.security_admin.
+SECURITY_ACTIONS: dict[str, str] = {
+    "ca": "create the certificate authority (offline)",
+    "cert": "issue server and client certificates (offline)",
+    "keys": "show, rotate or prune the token-signing keys (offline)",
+    "token": "issue a signed token, e.g. the first admin's (offline)",
 }
 
 
@@ -74,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin = commands.add_parser("admin", help="look at and steer a running central")
     actions = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+    for name, help_text in SECURITY_ACTIONS.items():
+        # Listed for --help only: main() hands these to gridpilot.cli.security_admin.
+        actions.add_parser(name, help=help_text, add_help=False)
 
     pilots = actions.add_parser("pilots", help="list pilots")
     pilots.add_argument("--site", default="", help="only pilots of this site")
@@ -99,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in and args_in[0] in COMPONENTS:
         return _run_component(args_in[0], args_in[1:])
+    if args_in[:1] == ["admin"] and len(args_in) > 1 and args_in[1] in SECURITY_ACTIONS:
+        security_admin = importlib.import_module("gridpilot.cli.security_admin")
+        return cast(int, security_admin.main(args_in[1:]))
 
     parser = build_parser()
     try:
