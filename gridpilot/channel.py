@@ -15,6 +15,13 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # Reconnect within seconds after central restarts: gRPC's default back-off grows to
+    # 120 s between connection attempts, so a channel that saw a short outage could stay
+    # down for minutes after central is back. The minimum connect timeout
+    # ("grpc.min_reconnect_backoff_ms", 20 s by default) is left alone: it bounds how long
+    # one attempt may take, and a TLS handshake over a WAN needs that room.
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 10_000),
 ]
 
 

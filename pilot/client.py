@@ -2,9 +2,9 @@
 
 Central restarts, network blips and overloaded replicas are normal on a grid, so UNAVAILABLE
 and DEADLINE_EXCEEDED are retried with capped back-off; every other error is an answer
-(central refused the request) and goes straight to the caller. While central is unreachable
-the channel is replaced after each failed retry: a fresh channel connects at once when
-central is back instead of waiting out gRPC's own (up to 2 minute) reconnect back-off.
+(central refused the request) and goes straight to the caller. One channel serves the whole
+pilot: its reconnect back-off is capped at a few seconds (gridpilot.channel), so it finds
+central again soon after a restart without being replaced.
 """
 
 from __future__ import annotations
@@ -76,7 +76,6 @@ class PilotClient:
         self._backoff_max = backoff_max
         self._channel = open_channel(target)
         self._stub: PilotServiceAsyncStub = pilots_pb2_grpc.PilotServiceStub(self._channel)
-        self._retired: set[asyncio.Task[None]] = set()
 
     def new_backoff(self) -> Backoff:
         return Backoff(initial=self._backoff_initial, maximum=self._backoff_max)
@@ -88,26 +87,7 @@ class PilotClient:
         await self.close()
 
     async def close(self) -> None:
-        for task in list(self._retired):
-            task.cancel()
         await self._channel.close(grace=None)
-
-    def reconnect(self) -> None:
-        """Swap in a fresh channel; calls still running on the old one get a grace period."""
-        old = self._channel
-        self._channel = open_channel(self.target)
-        self._stub = pilots_pb2_grpc.PilotServiceStub(self._channel)
-        task = asyncio.get_running_loop().create_task(old.close(grace=self.rpc_timeout))
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
-
-    def reconnect_if_broken(self) -> bool:
-        """Reconnect when the channel is in TRANSIENT_FAILURE (central was unreachable)."""
-        state = self._channel.get_state(try_to_connect=False)
-        if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-            self.reconnect()
-            return True
-        return False
 
     async def call(
         self,
@@ -141,7 +121,6 @@ class PilotClient:
                     delay=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
-                self.reconnect_if_broken()
 
     async def register(
         self, request: pilots_pb2.RegisterPilotRequest, *, give_up_after: float | None = None

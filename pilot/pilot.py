@@ -235,7 +235,8 @@ class Pilot:
         s = self.settings
         self.last_activity = time.monotonic()
         if self.shutdown_event.is_set():
-            await self._report(pilot_terminated_request(matched, self._terminated_by))
+            reason = self._terminated_by or "pilot internal error"
+            await self._report(pilot_terminated_request(matched, reason))
             return
         cores = max(1, matched.spec.number_of_processors)
         memory = max(matched.spec.max_ram_mb, self._memory_mb * cores // max(1, self._slots))
@@ -343,7 +344,8 @@ class Pilot:
     async def _crashed(self, errors: tuple[Exception, ...]) -> None:
         for error in errors:
             log.error("pilot.crashed", pilot_id=self.pilot_id, error=repr(error))
-        self._terminated_by = "pilot internal error"
+        # Stop launching; _terminated_by stays as shutdown() set it (if it was called), since
+        # only a pilot told to stop reports its jobs as PILOT_TERMINATED.
         self.shutdown_event.set()
         self._end_reason = f"internal error: {errors[0]!r}"
         self._exit_code = PilotExitCode.INTERNAL_ERROR
@@ -352,7 +354,7 @@ class Pilot:
     async def _kill_all_now(self) -> None:
         """After a crash: kill, reap and report every job still on the node."""
         for job in list(self.jobs.values()):
-            job.terminated_by = job.terminated_by or self._terminated_by or "pilot error"
+            job.terminated_by = job.terminated_by or self._terminated_by or None
             try:
                 await job.kill(0.0)
                 returncode = await job.wait()
@@ -362,7 +364,8 @@ class Pilot:
                 )
                 continue
             if not job.report_done():
-                await self._report(finish_request(job, returncode))
+                request = finish_request(job, returncode, pilot_error="pilot internal error")
+                await self._report(request)
         self.jobs.clear()
 
     async def _report_end(self) -> None:

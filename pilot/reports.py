@@ -10,19 +10,25 @@ MAX_MESSAGE_CHARS = 4000
 WRAPPER_LOG_LINES = 20
 
 
-def finish_request(job: RunningJob, returncode: int) -> pilots_pb2.FinishJobRequest:
+def finish_request(
+    job: RunningJob, returncode: int, *, pilot_error: str | None = None
+) -> pilots_pb2.FinishJobRequest:
     """The FinishJob for a wrapper that exited without `report.done`.
 
-    Killed on a command → KILLED; killed because the pilot was terminated → WRAPPER_ERROR
-    "pilot terminated (SIGTERM)" (central then reschedules or fails it by its rules);
-    anything else → WRAPPER_ERROR with the tail of wrapper.log.
+    Killed on a command → KILLED; killed because the pilot was told to stop (SIGTERM/SIGINT
+    from the batch system) → PILOT_TERMINATED (central reschedules the job: it is not to
+    blame); killed because the pilot itself failed (`pilot_error`) → WRAPPER_ERROR with that
+    reason; anything else → WRAPPER_ERROR with the tail of wrapper.log.
     """
     if job.kill_reason is not None:
         category = common_pb2.EXIT_CATEGORY_KILLED
         message = f"killed by the pilot: {job.kill_reason}"
     elif job.terminated_by is not None:
-        category = common_pb2.EXIT_CATEGORY_WRAPPER_ERROR
+        category = common_pb2.EXIT_CATEGORY_PILOT_TERMINATED
         message = f"pilot terminated ({job.terminated_by})"
+    elif pilot_error is not None:
+        category = common_pb2.EXIT_CATEGORY_WRAPPER_ERROR
+        message = f"wrapper killed by the pilot: {pilot_error}"
     else:
         category = common_pb2.EXIT_CATEGORY_WRAPPER_ERROR
         tail = "\n".join(job.wrapper_log_tail(WRAPPER_LOG_LINES))
@@ -50,6 +56,6 @@ def pilot_terminated_request(
     return pilots_pb2.FinishJobRequest(
         job_id=matched.job_id,
         attempt=matched.attempt,
-        exit_category=common_pb2.EXIT_CATEGORY_WRAPPER_ERROR,
+        exit_category=common_pb2.EXIT_CATEGORY_PILOT_TERMINATED,
         message=f"pilot terminated ({reason}) before the job started",
     )

@@ -71,8 +71,6 @@ class SessionLoop:
             delay = backoff.next_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pilot.finished.wait(), timeout=delay)
-            if not pilot.finished.is_set():
-                pilot.client.reconnect_if_broken()
 
     async def _one_session(self) -> None:
         pilot = self._pilot

@@ -38,10 +38,14 @@ class NewPilot:
 
 @dataclass(frozen=True)
 class PilotStateUpdate:
+    """One change to a pilot's record; None/empty fields keep what central has."""
+
     pilot_id: str
-    state: PilotState
+    state: PilotState | None
     reason: str = ""
     log_tail: str = ""
+    # The backend's reference, sent once it is known (after submission).
+    reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,9 +131,14 @@ class CentralClient:
             updates=[
                 sitedirectors_pb2.PilotUpdate(
                     pilot_id=u.pilot_id,
-                    state=pilot_state_to_proto(u.state),
+                    state=(
+                        common_pb2.PILOT_STATE_UNSPECIFIED
+                        if u.state is None
+                        else pilot_state_to_proto(u.state)
+                    ),
                     status_reason=u.reason,
                     log_tail=u.log_tail,
+                    reference=u.reference,
                 )
                 for u in updates
             ]

@@ -11,7 +11,8 @@ One cycle, for every queue not sitting out a failure:
 
 A queue whose backend fails sits out `failing_queue_skip_cycles` cycles, with the error kept
 and logged each cycle. `stop()` (SIGTERM in `main`) ends the loop after the current cycle;
-pilots keep running, and a restarted director picks them up from central and its journal.
+pilots keep running, and a restarted director picks them up from central (`ListPilots`, with
+their backend references); its journal is only a local cache, rebuilt if lost or unreadable.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sitedirectors.base import BackendConfigError, BackendContext
 from sitedirectors.central_client import ACTIVE_PILOT_STATES, CentralClient, CentralError
 from sitedirectors.config import ConfigError, DirectorConfig, QueueSection
 from sitedirectors.demand import QueueDemandView, QueueLimits, pilots_to_submit
-from sitedirectors.journal import Journal
+from sitedirectors.journal import Journal, JournalError
 from sitedirectors.monitor import QueueRuntime, cleanup_finished, monitor_pilots
 from sitedirectors.registry import BackendRegistry, default_registry
 from sitedirectors.submission import submit_pilots
@@ -58,6 +59,21 @@ class CycleReport:
         return not self.central_error and not self.failing
 
 
+def _load_journal(path: Path) -> Journal:
+    """The journal only caches what central knows: an unreadable one is set aside (kept for
+    a post-mortem) and rebuilt from central's pilot list, instead of stopping the director."""
+    try:
+        return Journal.load(path)
+    except JournalError as exc:
+        aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+        try:
+            path.rename(aside)
+        except OSError as move_error:
+            raise JournalError(f"{exc}; and cannot move it aside: {move_error}") from exc
+        log.warning("journal.discarded", path=str(path), moved_to=str(aside), error=str(exc))
+        return Journal(path)
+
+
 def queue_limits(queue: QueueSection) -> QueueLimits:
     return QueueLimits(
         max_waiting=queue.max_waiting,
@@ -81,7 +97,7 @@ class Director:
         self.config = config
         self.work_dir = Path(config.director.work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal.load(self.work_dir / JOURNAL_FILE)
+        self.journal = _load_journal(self.work_dir / JOURNAL_FILE)
         self.queues = self._create_backends(registry or default_registry())
         self.client = client or CentralClient(
             config.director.central, config.director.name, timeout=config.director.rpc_timeout

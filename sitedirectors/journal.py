@@ -1,11 +1,12 @@
-"""The director's durable memory of the pilots it submitted: pilot id -> backend reference.
+"""The director's local cache of its pilots: pilot id -> backend reference, cleanup timing.
 
-Central's pilot record is written before submission (so no pilot goes unrecorded), when the
-reference is not known yet; `UpdatePilots` cannot set it afterwards. The journal keeps the
-reference on the director's disk so monitoring and cleanup survive a director restart. An entry
-is written as *pending* before the backend is asked, and gets its reference right after; a
-pending entry found at start means the director stopped in between, and the pilot's fate is
-unknown to it.
+Central is the source of truth: its pilot record is written before submission, and the
+backend's reference is sent with `UpdatePilots` right after. The journal remembers the same
+references on the director's disk, so that (1) a reference central did not get (central
+unreachable just after submission) is sent again next cycle, and (2) pilots that left
+central's list of live pilots are still known when their backend files are due for cleanup.
+Losing it costs only (2) for pilots that ended meanwhile: a director restarted without it
+takes its live pilots' references from `ListPilots` and rebuilds the cache from them.
 
 The file is small (live pilots plus those awaiting cleanup) and rewritten atomically.
 """
@@ -23,7 +24,7 @@ class JournalEntry(msgspec.Struct, kw_only=True):
     pilot_id: str
     queue: str
     submitted: float
-    # Empty while pending: recorded in central, not (known to be) submitted yet.
+    # Empty only in journals written before references went to central.
     reference: str = ""
     # When the pilot was first seen in a final state; cleanup counts from here.
     final_at: float | None = None
@@ -71,7 +72,7 @@ class Journal:
             with tmp.open("wb") as fh:
                 fh.write(msgspec.json.encode(data))
                 fh.flush()
-                # Durable before the backend is asked: a crash must not forget a pilot.
+                # Data on disk before the rename, or a crash could leave an empty file.
                 os.fsync(fh.fileno())
             tmp.replace(self.path)
         except OSError as exc:
@@ -83,13 +84,14 @@ class Journal:
     def entries(self) -> list[JournalEntry]:
         return list(self._entries.values())
 
-    def add_pending(self, pilot_ids: Iterable[str], queue: str, now: float) -> None:
-        for pilot_id in pilot_ids:
-            self._entries[pilot_id] = JournalEntry(pilot_id=pilot_id, queue=queue, submitted=now)
-
-    def set_reference(self, pilot_id: str, reference: str) -> None:
+    def add(self, pilot_id: str, queue: str, submitted: float, reference: str) -> None:
+        """Remember a submitted pilot; an entry already there keeps its cleanup timing."""
         entry = self._entries.get(pilot_id)
-        if entry is not None:
+        if entry is None:
+            self._entries[pilot_id] = JournalEntry(
+                pilot_id=pilot_id, queue=queue, submitted=submitted, reference=reference
+            )
+        else:
             entry.reference = reference
 
     def mark_final(self, pilot_id: str, now: float) -> None:

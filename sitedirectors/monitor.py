@@ -1,8 +1,10 @@
 """Tracking submitted pilots: backend states -> central, then cleanup of finished ones.
 
-Central's list of this director's non-final pilots is the work list; the journal supplies the
-backend references central does not have. Central never moves a pilot backwards, so only
-forward changes (or Unknown, or recovery from Unknown) are sent, and a pilot running on its
+Central's list of this director's non-final pilots is the work list, with the backend
+references the director sent after submission. The journal (a local cache) fills in a
+reference central missed -- and sends it again -- and learns the references of live pilots
+it lacks (a director restarted without its journal). Central never moves a pilot backwards,
+so only forward changes (or Unknown, or recovery from Unknown) are sent, and a pilot running on its
 backend is reported as Waiting until it registers (see `as_reported`). A pilot that left central's
 non-final list (it reported its own end, or was aborted) is final for the journal too, and its
 backend files are cleaned up `cleanup_after` seconds later.
@@ -82,15 +84,22 @@ def monitor_pilots(
             journal.mark_final(entry.pilot_id, now)
     updates: list[PilotStateUpdate] = []
     by_queue: dict[str, list[tuple[KnownPilot, str]]] = defaultdict(list)
+    # References central lacks but the journal has: sent with this cycle's updates.
+    resend: dict[str, str] = {}
     for pilot in active:
         known = journal.get(pilot.pilot_id)
         reference = pilot.reference or (known.reference if known else "")
-        if reference:
-            by_queue[pilot.queue].append((pilot, reference))
-        elif pilot.state != PilotState.UNKNOWN:
-            updates.append(
-                PilotStateUpdate(pilot.pilot_id, PilotState.UNKNOWN, NO_REFERENCE_REASON)
-            )
+        if not reference:
+            if pilot.state != PilotState.UNKNOWN:
+                updates.append(
+                    PilotStateUpdate(pilot.pilot_id, PilotState.UNKNOWN, NO_REFERENCE_REASON)
+                )
+            continue
+        if not pilot.reference:
+            resend[pilot.pilot_id] = reference
+        if known is None or not known.reference:
+            journal.add(pilot.pilot_id, pilot.queue, pilot.submitted, reference)
+        by_queue[pilot.queue].append((pilot, reference))
     for queue_name, pilots in by_queue.items():
         runtime = queues.get(queue_name)
         if runtime is None or queue_name in skip:
@@ -108,12 +117,14 @@ def monitor_pilots(
             status = as_reported(status)
             if not needs_update(pilot.state, status.state):
                 continue
-            updates.append(_update_for(runtime.backend, pilot, reference, status, log_cap_bytes))
+            update = _update_for(runtime.backend, pilot, reference, status, log_cap_bytes)
+            updates.append(replace(update, reference=resend.pop(pilot.pilot_id, "")))
             if status.state in FINAL_PILOT_STATES:
                 journal.mark_final(pilot.pilot_id, now)
+    updates += [PilotStateUpdate(pid, None, reference=ref) for pid, ref in resend.items()]
     client.update_pilots(updates)
     journal.save()
-    report.updated = len(updates)
+    report.updated = sum(u.state is not None for u in updates)
     return report
 
 

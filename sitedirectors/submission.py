@@ -1,8 +1,9 @@
-"""Submitting one queue's pilots: record first, then submit, then remember the references.
+"""Submitting one queue's pilots: record first, then submit, then send the references.
 
-Order matters for durability: the journal entry (pending) and central's pilot record exist
-before the backend is asked, so a pilot that starts is never unknown to central. Pilots the
-backend refused are marked Aborted in central with the backend's error.
+Order matters for durability: central's pilot record exists before the backend is asked, so
+a pilot that starts is never unknown to central. The backend's references then go to central
+(`UpdatePilots`) and to the journal, the director's local cache. Pilots the backend refused
+are marked Aborted in central with the backend's error, in the same call.
 """
 
 from __future__ import annotations
@@ -96,22 +97,14 @@ def submit_pilots(
     now: float,
 ) -> SubmissionReport:
     """Submit `count` pilots to the queue. Raises CentralError when central cannot record them
-    (nothing is submitted then); backend exceptions propagate after the recorded pilots are
-    marked Aborted."""
+    (nothing is submitted then) or cannot take their references afterwards (the journal keeps
+    them and the next cycle's monitoring sends them); backend exceptions propagate after the
+    recorded pilots are marked Aborted."""
     report = SubmissionReport()
     if count <= 0:
         return report
     pilot_ids = [uuid.uuid4().hex for _ in range(count)]
-    journal.add_pending(pilot_ids, queue.name, now)
-    journal.save()
-    try:
-        client.record_pilots(
-            [NewPilot(pid, queue, queue.backend, submitted=now) for pid in pilot_ids]
-        )
-    except Exception:
-        journal.remove(pilot_ids)
-        journal.save()
-        raise
+    client.record_pilots([NewPilot(pid, queue, queue.backend, submitted=now) for pid in pilot_ids])
     request = SubmitRequest(
         queue=pilot_queue(queue),
         pilots=tuple(
@@ -131,6 +124,7 @@ def submit_pilots(
             client=client,
             journal=journal,
             report=report,
+            now=now,
         )
         raise
     _settle(
@@ -140,6 +134,7 @@ def submit_pilots(
         client=client,
         journal=journal,
         report=report,
+        now=now,
     )
     return report
 
@@ -152,19 +147,24 @@ def _settle(
     client: CentralClient,
     journal: Journal,
     report: SubmissionReport,
+    now: float,
 ) -> None:
+    """Send every pilot's outcome to central in one call: the reference of a submitted one
+    (its state stays as recorded), Aborted with the reason for the others."""
     by_id = {r.pilot_id: r for r in results}
     updates: list[PilotStateUpdate] = []
+    aborted = 0
     for pilot_id in pilot_ids:
         result = by_id.get(pilot_id) or SubmitResult.failed(pilot_id, "backend returned no result")
         if result.outcome is SubmitOutcome.OK and result.reference:
-            journal.set_reference(pilot_id, result.reference)
+            journal.add(pilot_id, queue.name, now, result.reference)
+            updates.append(PilotStateUpdate(pilot_id, None, reference=result.reference))
             report.submitted += 1
             log.info(
                 "pilot.submitted", pilot_id=pilot_id, queue=queue.name, reference=result.reference
             )
             continue
-        journal.remove([pilot_id])
+        aborted += 1
         if result.outcome is SubmitOutcome.RETRY:
             report.deferred += 1
             reason = f"submission deferred: {result.error}"
@@ -173,12 +173,13 @@ def _settle(
             reason = f"submission failed: {result.error or 'no reference returned'}"
             report.errors.append(result.error or "no reference returned")
         updates.append(PilotStateUpdate(pilot_id, PilotState.ABORTED, reason=reason))
+    # The cache first: should central be unreachable now, the next cycle resends from it.
     journal.save()
-    if updates:
+    if aborted:
         log.warning(
             "pilots.not_submitted",
             queue=queue.name,
-            count=len(updates),
-            first_reason=updates[0].reason,
+            count=aborted,
+            first_reason=next(u.reason for u in updates if u.state is PilotState.ABORTED),
         )
-        client.update_pilots(updates)
+    client.update_pilots(updates)

@@ -95,6 +95,8 @@ async def update_pilots(store: Store, updates: Sequence[PilotUpdate]) -> int:
                 state=state,
                 status_reason=update.status_reason,
                 log_tail=None if update.log_tail is None else _cap(update.log_tail),
+                # The reference is a fact about the submission, accepted whatever the state.
+                reference=update.reference or None,
             )
         )
     await store.update_pilots(accepted)

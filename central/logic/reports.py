@@ -13,6 +13,8 @@ from central.logic.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from central.logic.transitions import end_lost_attempt
+from central.matcher import Matcher
 from central.models.job_states import ACTIVE_STATES, JobStatus, can_transition
 from central.store.interface import Store
 from central.store.records import (
@@ -29,6 +31,7 @@ log = get_logger(__name__)
 S = JobStatus
 
 PENDING_REQUESTS_MINOR = "Pending Requests"
+PILOT_TERMINATED_MINOR = "Pilot terminated: job rescheduled"
 DONE_MINOR = "Execution Complete"
 
 # Statuses a running attempt may report on its way (the final one comes via finish_job).
@@ -43,6 +46,8 @@ class ExitCategory(StrEnum):
     WATCHDOG_KILL = "Watchdog kill"
     KILLED = "Killed"
     WRAPPER_ERROR = "Wrapper error"
+    # Not a result of the job: the pilot was stopped (SIGTERM from its batch system).
+    PILOT_TERMINATED = "Pilot terminated"
 
 
 # How each non-success ending maps onto the job: (status, minor status).
@@ -145,6 +150,8 @@ async def finish_job(
     store: Store, ses: StorageElements, report: FinishReport, now: float
 ) -> JobRecord:
     """Record how the attempt ended, its outputs, their replicas and failover requests at once."""
+    if report.category == ExitCategory.PILOT_TERMINATED:
+        raise ValueError("a terminated pilot's report goes to end_terminated_attempt")
     for out in report.outputs:
         if not out.lfn.startswith("/"):
             raise InvalidArgumentError(f"output LFN {out.lfn!r} must start with '/'")
@@ -200,6 +207,38 @@ async def finish_job(
         category=report.category.value,
         outputs=len(outputs),
         requests=len(requests),
+    )
+    return after
+
+
+async def end_terminated_attempt(
+    store: Store, matcher: Matcher, report: FinishReport, *, max_rescheduling: int, now: float
+) -> JobRecord:
+    """The pilot was stopped while the attempt ran: the job is not to blame, so it takes the
+    stalled agent's path (Rescheduled -> Waiting with attempt + 1, Failed after
+    `max_rescheduling` reschedules, Killed if a kill was requested) without waiting to stall."""
+    job = await _current_attempt(store, report.job_id, report.attempt)
+    source = f"pilot:{job.pilot_id}" if job.pilot_id else "Pilot"
+    outcome, transitions = end_lost_attempt(
+        job,
+        now,
+        source,
+        reason=PILOT_TERMINATED_MINOR,
+        kill_minor="Killed by user",
+        max_rescheduling=max_rescheduling,
+    )
+    results = await store.apply_transitions(transitions)
+    after = results[-1]
+    if after is None or any(r is None for r in results):
+        raise FailedPreconditionError(f"job {job.job_id} changed state meanwhile; report refused")
+    if outcome == "rescheduled":
+        matcher.add(after.job_id, after.priority, after.owner, after.group, after.requirements)
+    log.info(
+        "job." + outcome,
+        job_id=job.job_id,
+        attempt=after.attempt,
+        source=source,
+        reason=report.message,
     )
     return after
 

@@ -7,12 +7,7 @@ from dataclasses import dataclass
 from central.config import CentralConfig
 from central.logic.heartbeats import HeartbeatBuffer
 from central.logic.sessions import Command, CommandKind, SessionRegistry
-from central.logic.transitions import (
-    MAX_RESCHEDULING_MINOR,
-    fail_transition,
-    kill_transition,
-    reschedule_transitions,
-)
+from central.logic.transitions import end_lost_attempt, kill_transition
 from central.matcher import Matcher
 from central.models.job_states import JobStatus
 from central.store.interface import Store
@@ -24,6 +19,7 @@ log = get_logger(__name__)
 S = JobStatus
 SOURCE = "StalledJobAgent"
 STALLED_MINOR = "Job stalled: no heartbeat"
+NO_ANSWER_KILL_MINOR = "Killed: no answer after kill request"
 
 
 @dataclass(slots=True)
@@ -48,11 +44,14 @@ def _stall(job: JobRecord, now: float) -> Transition:
 
 def _settle(job: JobRecord, now: float, max_rescheduling: int) -> tuple[str, list[Transition]]:
     """What to do with a job quiet for good: (outcome, transitions)."""
-    if job.kill_requested:
-        return "killed", [kill_transition(job, now, SOURCE, "Killed: no answer after kill request")]
-    if job.reschedule_count >= max_rescheduling:
-        return "failed", [fail_transition(job, now, SOURCE, MAX_RESCHEDULING_MINOR)]
-    return "rescheduled", reschedule_transitions(job, now, SOURCE, "Stalled job rescheduled")
+    return end_lost_attempt(
+        job,
+        now,
+        SOURCE,
+        reason="Stalled job rescheduled",
+        kill_minor=NO_ANSWER_KILL_MINOR,
+        max_rescheduling=max_rescheduling,
+    )
 
 
 async def check_stalled_jobs(
@@ -74,7 +73,7 @@ async def check_stalled_jobs(
     )
     # A kill-requested job that goes quiet is dead: Killed straight away, not Stalled.
     plans: list[tuple[JobRecord, str, list[Transition]]] = [
-        (job, "killed", [kill_transition(job, now, SOURCE, "Killed: no answer after kill request")])
+        (job, "killed", [kill_transition(job, now, SOURCE, NO_ANSWER_KILL_MINOR)])
         if job.kill_requested
         else (job, "stalled", [_stall(job, now)])
         for job in quiet

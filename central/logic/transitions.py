@@ -76,6 +76,25 @@ def kill_transition(job: JobRecord, now: float, source: str, minor: str) -> Tran
     )
 
 
+def end_lost_attempt(
+    job: JobRecord,
+    now: float,
+    source: str,
+    *,
+    reason: str,
+    kill_minor: str,
+    max_rescheduling: int,
+) -> tuple[str, list[Transition]]:
+    """An attempt that ended without a result of its own (stalled for good, pilot terminated):
+    (outcome, transitions). Killed when a kill was requested, Failed once the job has been
+    rescheduled `max_rescheduling` times, else Rescheduled -> Waiting with attempt + 1."""
+    if job.kill_requested:
+        return "killed", [kill_transition(job, now, source, kill_minor)]
+    if job.reschedule_count >= max_rescheduling:
+        return "failed", [fail_transition(job, now, source, MAX_RESCHEDULING_MINOR)]
+    return "rescheduled", reschedule_transitions(job, now, source, reason)
+
+
 def is_active(job: JobRecord) -> bool:
     return job.status in ACTIVE_STATES
 

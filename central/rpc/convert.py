@@ -247,6 +247,7 @@ def pilot_update(u: sitedirectors_pb2.PilotUpdate, time: float) -> PilotUpdate:
         state=None if u.state == common_pb2.PILOT_STATE_UNSPECIFIED else pilot_state(u.state),
         status_reason=u.status_reason or None,
         log_tail=u.log_tail or None,
+        reference=u.reference or None,
     )
 
 

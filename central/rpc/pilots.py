@@ -178,7 +178,16 @@ class PilotServicer(pilots_pb2_grpc.PilotServiceServicer):
             cpu_seconds=request.cpu_seconds,
             wall_seconds=request.wall_seconds,
         )
-        job = await reports.finish_job(c.store, c.ses, report, c.clock())
+        if report.category == reports.ExitCategory.PILOT_TERMINATED:
+            job = await reports.end_terminated_attempt(
+                c.store,
+                c.matcher,
+                report,
+                max_rescheduling=c.config.central.max_rescheduling,
+                now=c.clock(),
+            )
+        else:
+            job = await reports.finish_job(c.store, c.ses, report, c.clock())
         if job.status == JobStatus.COMPLETED:
             c.wake_failover()
         return pilots_pb2.FinishJobResponse(status=job_status_to_proto(job.status))

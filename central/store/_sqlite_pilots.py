@@ -65,7 +65,14 @@ def insert_pilots(conn: sqlite3.Connection, pilots: Sequence[PilotRecord]) -> No
     )
 
 
-_PLAIN_UPDATES = ("status_reason", "log_tail", "registered", "last_heartbeat", "jobs_run")
+_PLAIN_UPDATES = (
+    "status_reason",
+    "log_tail",
+    "reference",
+    "registered",
+    "last_heartbeat",
+    "jobs_run",
+)
 
 
 def update_pilots(conn: sqlite3.Connection, updates: Sequence[PilotUpdate]) -> None:

@@ -172,6 +172,8 @@ class PilotUpdate(_Record):
     state: PilotState | None = None
     status_reason: str | None = None
     log_tail: str | None = None
+    # The backend's reference, known only after submission.
+    reference: str | None = None
     registered: float | None = None
     last_heartbeat: float | None = None
     jobs_run: int | None = None

@@ -107,6 +107,10 @@ class _ExitCategoryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExitCate
     EXIT_CATEGORY_WATCHDOG_KILL: _ExitCategory.ValueType  # 5
     EXIT_CATEGORY_KILLED: _ExitCategory.ValueType  # 6
     EXIT_CATEGORY_WRAPPER_ERROR: _ExitCategory.ValueType  # 7
+    EXIT_CATEGORY_PILOT_TERMINATED: _ExitCategory.ValueType  # 8
+    """The pilot was told to stop (SIGTERM from the batch system) while the job ran; the job is
+    rescheduled.
+    """
 
 class ExitCategory(_ExitCategory, metaclass=_ExitCategoryEnumTypeWrapper):
     """How a job attempt ended, as the wrapper (or the pilot, for kills) saw it."""
@@ -119,6 +123,10 @@ EXIT_CATEGORY_UPLOAD_FAILED: ExitCategory.ValueType  # 4
 EXIT_CATEGORY_WATCHDOG_KILL: ExitCategory.ValueType  # 5
 EXIT_CATEGORY_KILLED: ExitCategory.ValueType  # 6
 EXIT_CATEGORY_WRAPPER_ERROR: ExitCategory.ValueType  # 7
+EXIT_CATEGORY_PILOT_TERMINATED: ExitCategory.ValueType  # 8
+"""The pilot was told to stop (SIGTERM from the batch system) while the job ran; the job is
+rescheduled.
+"""
 Global___ExitCategory: _TypeAlias = ExitCategory  # noqa: Y015
 
 @_typing.final

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gridpilot.v1 import common_pb2 as gridpilot_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n gridpilot/v1/sitedirectors.proto\x12\x0cgridpilot.v1\x1a\x19gridpilot/v1/common.proto\"\x8b\x01\n\x0bQueueDemand\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x15\n\religible_jobs\x18\x02 \x01(\x03\x12\x18\n\x10pilots_submitted\x18\x03 \x01(\x03\x12\x16\n\x0epilots_running\x18\x04 \x01(\x03\x12\x13\n\x0bpilots_idle\x18\x05 \x01(\x03\x12\x0f\n\x07\x62locked\x18\x06 \x01(\x08\"J\n\x15GetPilotDemandRequest\x12\x31\n\x06queues\x18\x01 \x03(\x0b\x32!.gridpilot.v1.ResourceDescription\"D\n\x16GetPilotDemandResponse\x12*\n\x07\x64\x65mands\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.QueueDemand\"\xb0\x02\n\x0bPilotRecord\x12\x10\n\x08pilot_id\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\n\n\x02\x63\x65\x18\x04 \x01(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x10\n\x08\x64irector\x18\x07 \x01(\t\x12\'\n\x05state\x18\x08 \x01(\x0e\x32\x18.gridpilot.v1.PilotState\x12\x16\n\x0esubmitted_unix\x18\t \x01(\x01\x12\x17\n\x0fregistered_unix\x18\n \x01(\x01\x12\x1b\n\x13last_heartbeat_unix\x18\x0b \x01(\x01\x12\x10\n\x08jobs_run\x18\x0c \x01(\x05\x12\x15\n\rstatus_reason\x18\r \x01(\t\x12\x10\n\x08log_tail\x18\x0e \x01(\t\"@\n\x13RecordPilotsRequest\x12)\n\x06pilots\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotRecord\"\x16\n\x14RecordPilotsResponse\"q\n\x0bPilotUpdate\x12\x10\n\x08pilot_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.gridpilot.v1.PilotState\x12\x15\n\rstatus_reason\x18\x03 \x01(\t\x12\x10\n\x08log_tail\x18\x04 \x01(\t\"A\n\x13UpdatePilotsRequest\x12*\n\x07updates\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotUpdate\"\x16\n\x14UpdatePilotsResponse\"{\n\x11ListPilotsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12(\n\x06states\x18\x02 \x03(\x0e\x32\x18.gridpilot.v1.PilotState\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x10\n\x08\x64irector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\"?\n\x12ListPilotsResponse\x12)\n\x06pilots\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotRecord2\xf1\x02\n\x13SiteDirectorService\x12[\n\x0eGetPilotDemand\x12#.gridpilot.v1.GetPilotDemandRequest\x1a$.gridpilot.v1.GetPilotDemandResponse\x12U\n\x0cRecordPilots\x12!.gridpilot.v1.RecordPilotsRequest\x1a\".gridpilot.v1.RecordPilotsResponse\x12U\n\x0cUpdatePilots\x12!.gridpilot.v1.UpdatePilotsRequest\x1a\".gridpilot.v1.UpdatePilotsResponse\x12O\n\nListPilots\x12\x1f.gridpilot.v1.ListPilotsRequest\x1a .gridpilot.v1.ListPilotsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n gridpilot/v1/sitedirectors.proto\x12\x0cgridpilot.v1\x1a\x19gridpilot/v1/common.proto\"\x8b\x01\n\x0bQueueDemand\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x15\n\religible_jobs\x18\x02 \x01(\x03\x12\x18\n\x10pilots_submitted\x18\x03 \x01(\x03\x12\x16\n\x0epilots_running\x18\x04 \x01(\x03\x12\x13\n\x0bpilots_idle\x18\x05 \x01(\x03\x12\x0f\n\x07\x62locked\x18\x06 \x01(\x08\"J\n\x15GetPilotDemandRequest\x12\x31\n\x06queues\x18\x01 \x03(\x0b\x32!.gridpilot.v1.ResourceDescription\"D\n\x16GetPilotDemandResponse\x12*\n\x07\x64\x65mands\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.QueueDemand\"\xb0\x02\n\x0bPilotRecord\x12\x10\n\x08pilot_id\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\n\n\x02\x63\x65\x18\x04 \x01(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x10\n\x08\x64irector\x18\x07 \x01(\t\x12\'\n\x05state\x18\x08 \x01(\x0e\x32\x18.gridpilot.v1.PilotState\x12\x16\n\x0esubmitted_unix\x18\t \x01(\x01\x12\x17\n\x0fregistered_unix\x18\n \x01(\x01\x12\x1b\n\x13last_heartbeat_unix\x18\x0b \x01(\x01\x12\x10\n\x08jobs_run\x18\x0c \x01(\x05\x12\x15\n\rstatus_reason\x18\r \x01(\t\x12\x10\n\x08log_tail\x18\x0e \x01(\t\"@\n\x13RecordPilotsRequest\x12)\n\x06pilots\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotRecord\"\x16\n\x14RecordPilotsResponse\"\x84\x01\n\x0bPilotUpdate\x12\x10\n\x08pilot_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.gridpilot.v1.PilotState\x12\x15\n\rstatus_reason\x18\x03 \x01(\t\x12\x10\n\x08log_tail\x18\x04 \x01(\t\x12\x11\n\treference\x18\x05 \x01(\t\"A\n\x13UpdatePilotsRequest\x12*\n\x07updates\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotUpdate\"\x16\n\x14UpdatePilotsResponse\"{\n\x11ListPilotsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12(\n\x06states\x18\x02 \x03(\x0e\x32\x18.gridpilot.v1.PilotState\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x10\n\x08\x64irector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\"?\n\x12ListPilotsResponse\x12)\n\x06pilots\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotRecord2\xf1\x02\n\x13SiteDirectorService\x12[\n\x0eGetPilotDemand\x12#.gridpilot.v1.GetPilotDemandRequest\x1a$.gridpilot.v1.GetPilotDemandResponse\x12U\n\x0cRecordPilots\x12!.gridpilot.v1.RecordPilotsRequest\x1a\".gridpilot.v1.RecordPilotsResponse\x12U\n\x0cUpdatePilots\x12!.gridpilot.v1.UpdatePilotsRequest\x1a\".gridpilot.v1.UpdatePilotsResponse\x12O\n\nListPilots\x12\x1f.gridpilot.v1.ListPilotsRequest\x1a .gridpilot.v1.ListPilotsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,16 +44,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDPILOTSREQUEST']._serialized_end=736
   _globals['_RECORDPILOTSRESPONSE']._serialized_start=738
   _globals['_RECORDPILOTSRESPONSE']._serialized_end=760
-  _globals['_PILOTUPDATE']._serialized_start=762
-  _globals['_PILOTUPDATE']._serialized_end=875
-  _globals['_UPDATEPILOTSREQUEST']._serialized_start=877
-  _globals['_UPDATEPILOTSREQUEST']._serialized_end=942
-  _globals['_UPDATEPILOTSRESPONSE']._serialized_start=944
-  _globals['_UPDATEPILOTSRESPONSE']._serialized_end=966
-  _globals['_LISTPILOTSREQUEST']._serialized_start=968
-  _globals['_LISTPILOTSREQUEST']._serialized_end=1091
-  _globals['_LISTPILOTSRESPONSE']._serialized_start=1093
-  _globals['_LISTPILOTSRESPONSE']._serialized_end=1156
-  _globals['_SITEDIRECTORSERVICE']._serialized_start=1159
-  _globals['_SITEDIRECTORSERVICE']._serialized_end=1528
+  _globals['_PILOTUPDATE']._serialized_start=763
+  _globals['_PILOTUPDATE']._serialized_end=895
+  _globals['_UPDATEPILOTSREQUEST']._serialized_start=897
+  _globals['_UPDATEPILOTSREQUEST']._serialized_end=962
+  _globals['_UPDATEPILOTSRESPONSE']._serialized_start=964
+  _globals['_UPDATEPILOTSRESPONSE']._serialized_end=986
+  _globals['_LISTPILOTSREQUEST']._serialized_start=988
+  _globals['_LISTPILOTSREQUEST']._serialized_end=1111
+  _globals['_LISTPILOTSRESPONSE']._serialized_start=1113
+  _globals['_LISTPILOTSRESPONSE']._serialized_end=1176
+  _globals['_SITEDIRECTORSERVICE']._serialized_start=1179
+  _globals['_SITEDIRECTORSERVICE']._serialized_end=1548
 # @@protoc_insertion_point(module_scope)

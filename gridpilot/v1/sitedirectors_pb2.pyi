@@ -200,10 +200,13 @@ class PilotUpdate(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     STATUS_REASON_FIELD_NUMBER: _builtins.int
     LOG_TAIL_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
     pilot_id: _builtins.str
     state: _common_pb2.PilotState.ValueType
     status_reason: _builtins.str
     log_tail: _builtins.str
+    reference: _builtins.str
+    """The backend's reference, set once known after submission; empty keeps the stored one."""
     def __init__(
         self,
         *,
@@ -211,10 +214,11 @@ class PilotUpdate(_message.Message):
         state: _common_pb2.PilotState.ValueType = ...,
         status_reason: _builtins.str = ...,
         log_tail: _builtins.str = ...,
+        reference: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["log_tail", b"log_tail", "pilot_id", b"pilot_id", "state", b"state", "status_reason", b"status_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["log_tail", b"log_tail", "pilot_id", b"pilot_id", "reference", b"reference", "state", b"state", "status_reason", b"status_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

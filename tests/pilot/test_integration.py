@@ -74,7 +74,9 @@ def test_kill_command_kills_the_whole_payload_tree(tmp_path: Path) -> None:
         assert "job.killing" in log
 
 
-def test_sigterm_kills_running_jobs_reports_them_and_exits_terminated(tmp_path: Path) -> None:
+def test_sigterm_kills_running_jobs_reschedules_them_and_exits_terminated(
+    tmp_path: Path,
+) -> None:
     with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
         [job_id] = grid.submit(1, "-n 100 --standin-seconds 120")
         work = tmp_path / "work"
@@ -84,10 +86,18 @@ def test_sigterm_kills_running_jobs_reports_them_and_exits_terminated(tmp_path: 
             pilot.send_signal(signal.SIGTERM)
             assert pilot.wait(30) == PilotExitCode.TERMINATED, pilot_log(work)
             assert not session_members(session)
+        # The batch system stopped the pilot, not the job: the job is waiting for attempt 2.
         answer = grid.job(job_id)
-        assert answer.job.status == common_pb2.JOB_STATUS_FAILED, answer.job
-        assert answer.job.minor_status == "Job Wrapper Error"
-        assert answer.job.application_status == "pilot terminated (SIGTERM)"
+        assert answer.job.status == common_pb2.JOB_STATUS_WAITING, answer.job
+        assert answer.job.attempt == 2
+        assert answer.job.minor_status == "Pilot terminated: job rescheduled"
+        statuses = [h.status for h in answer.history]
+        assert statuses[-3:] == [
+            common_pb2.JOB_STATUS_RUNNING,
+            common_pb2.JOB_STATUS_RESCHEDULED,
+            common_pb2.JOB_STATUS_WAITING,
+        ], answer.history
+        assert "EXIT_CATEGORY_PILOT_TERMINATED" in pilot_log(work)
         [record] = grid.pilots()
         assert record.state == common_pb2.PILOT_STATE_DONE
         assert "terminated (SIGTERM)" in record.status_reason

@@ -117,8 +117,13 @@ def test_stubborn_wrapper_gets_sigkill_after_grace(tmp_path: Path) -> None:
         returncode = await _wait(job)
         assert returncode == -signal.SIGKILL
         request = finish_request(job, returncode)
-        assert request.exit_category == common_pb2.EXIT_CATEGORY_WRAPPER_ERROR
+        assert request.exit_category == common_pb2.EXIT_CATEGORY_PILOT_TERMINATED
         assert request.message == "pilot terminated (SIGTERM)"
+        # A pilot that failed itself is not "told to stop": the job is not rescheduled.
+        job.terminated_by = None
+        request = finish_request(job, returncode, pilot_error="pilot internal error")
+        assert request.exit_category == common_pb2.EXIT_CATEGORY_WRAPPER_ERROR
+        assert request.message == "wrapper killed by the pilot: pilot internal error"
 
     asyncio.run(scenario())
 

@@ -76,9 +76,11 @@ def test_closing_a_running_pilot_kills_and_reports_its_jobs(tmp_path: Path) -> N
             return await run
 
         assert asyncio.run(scenario()) == PilotExitCode.TERMINATED
+        # Stopped from outside, not the job's fault: rescheduled for a new attempt.
         job = grid.job(job_id).job
-        assert job.status == common_pb2.JOB_STATUS_FAILED
-        assert job.application_status == "pilot terminated (pilot closed)"
+        assert job.status == common_pb2.JOB_STATUS_WAITING
+        assert job.attempt == 2
+        assert job.minor_status == "Pilot terminated: job rescheduled"
 
 
 def test_low_disk_takes_no_job_and_ends_idle(tmp_path: Path) -> None:

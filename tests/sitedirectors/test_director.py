@@ -84,6 +84,11 @@ def test_never_more_pilots_than_eligible_jobs(
         # Started, not registered: Waiting (counts against demand), never Running.
         assert p.state == PS.PILOT_STATE_WAITING
         assert len(p.pilot_id) == 32
+        # Central has the backend's reference, the same the journal caches.
+        assert p.reference.endswith(f":{p.pilot_id}")
+        entry = director.journal.get(p.pilot_id)
+        assert entry is not None
+        assert entry.reference == p.reference
     assert len([pid for pid in pilot_pids(pilots_dir) if psutil.pid_exists(pid)]) == 3
 
 
@@ -136,6 +141,101 @@ def test_failed_pilots_reported_with_log_tail_after_restart(
         assert p.status_reason == "pilot exited with code 3"
         assert "x" in p.log_tail
         assert len(p.log_tail.encode()) <= 100
+
+
+def test_restart_without_journal_takes_references_from_central(
+    tmp_path: Path, central: CentralHandle, pilots_dir: Path
+) -> None:
+    submit_jobs(central.target, 2)
+    pilot = {"command": exiting_command(3, "no CVMFS here")}
+    first = Director(director_config(tmp_path, central.target, pilot=pilot))
+    try:
+        assert first.run_cycle().submitted == {QUEUE: 2}
+    finally:
+        first.close()
+    references = {p.pilot_id: p.reference for p in list_pilots(central.target)}
+    assert all(references.values())
+    # The director's disk is lost; central still knows the pilots and their references.
+    journal = tmp_path / "director" / "journal.json"
+    journal.unlink()
+    cfg = director_config(tmp_path, central.target, pilot=pilot, enabled=False)
+    cfg.director.cleanup_after = 0.5
+    second = Director(cfg)
+    try:
+        assert second.journal.entries() == []
+        cycle_until(second, lambda: set(states(central.target).values()) == {PS.PILOT_STATE_FAILED})
+        # The cache was rebuilt from central, so the finished pilots are cleaned up too.
+        assert {e.pilot_id: e.reference for e in second.journal.entries()} == references
+        cycle_until(second, lambda: not any(pilots_dir.iterdir()))
+        assert second.journal.entries() == []
+    finally:
+        second.close()
+    for p in list_pilots(central.target):
+        assert p.status_reason == "pilot exited with code 3"
+        assert "no CVMFS here" in p.log_tail
+
+
+def test_unreadable_journal_is_set_aside(
+    tmp_path: Path, central: CentralHandle, pilots_dir: Path
+) -> None:
+    journal = tmp_path / "director" / "journal.json"
+    journal.parent.mkdir(parents=True)
+    journal.write_text("{not json")
+    director = Director(director_config(tmp_path, central.target))
+    try:
+        assert director.journal.entries() == []
+        assert director.run_cycle().ok
+    finally:
+        director.close()
+    [aside] = journal.parent.glob("journal.json.unreadable-*")
+    assert aside.read_text() == "{not json"
+
+
+class CentralGoesAwayCE(LocalBackend):
+    """Submits like `local`; central stops right after, before it hears the references."""
+
+    name = "central-goes-away"
+    central: CentralHandle
+
+    def submit(self, request: SubmitRequest) -> list[SubmitResult]:
+        results = super().submit(request)
+        self.central.stop()
+        return results
+
+
+def test_reference_central_missed_is_sent_next_cycle(
+    tmp_path: Path, central: CentralHandle, pilots_dir: Path
+) -> None:
+    submit_jobs(central.target, 1)
+
+    def factory(context: BackendContext) -> CentralGoesAwayCE:
+        backend = CentralGoesAwayCE(context.work_dir / "pilots", kill_grace=1.0)
+        backend.central = central
+        return backend
+
+    registry = BackendRegistry()
+    registry.register("central-goes-away", factory)
+    cfg = director_config(tmp_path, central.target, backend="central-goes-away", enabled=False)
+    cfg.director.rpc_timeout = 1.0
+    director = Director(cfg, registry=registry)
+    try:
+        cfg.queues[0].enabled = True
+        report = director.run_cycle()
+        assert "UpdatePilots" in report.central_error
+        [entry] = director.journal.entries()
+        assert entry.reference
+        central.start()
+        cfg.queues[0].enabled = False
+        # The director's client waits for its channel to reconnect (wait_for_ready).
+        director.client.timeout = 10.0
+        [known] = director.client.list_pilots()
+        assert (known.pilot_id, known.reference) == (entry.pilot_id, "")
+        assert director.run_cycle().ok
+    finally:
+        director.close()
+    [recorded] = list_pilots(central.target)
+    assert recorded.reference == entry.reference
+    assert recorded.state == PS.PILOT_STATE_WAITING
 
 
 def test_done_pilots_and_cleanup(tmp_path: Path, central: CentralHandle, pilots_dir: Path) -> None:

@@ -134,6 +134,82 @@ def test_final_report_mapping(tmp_path: Path, category: int, status: str, minor:
     run(body())
 
 
+def test_pilot_terminated_reschedules_until_the_maximum(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with inprocess_central(tmp_path, {"central": {"max_rescheduling": 2}}) as env:
+            await submit(env, spec())
+            pilot_id = await register(env, "pilot-t")
+
+            async def terminated(attempt: int) -> int:
+                reply = await env.pilots.FinishJob(
+                    pilots_pb2.FinishJobRequest(
+                        job_id=1,
+                        attempt=attempt,
+                        exit_category=common_pb2.EXIT_CATEGORY_PILOT_TERMINATED,
+                        message="pilot received SIGTERM",
+                    )
+                )
+                return reply.status
+
+            for attempt in (1, 2):
+                job = await request_job(env, pilot_id)
+                assert job is not None
+                assert (job.job_id, job.attempt) == (1, attempt)
+                await report(env, 1, attempt, common_pb2.JOB_STATUS_RUNNING, "Application")
+                assert await terminated(attempt) == common_pb2.JOB_STATUS_WAITING
+                stored = await env.central.store.get_job(1)
+                assert stored is not None
+                assert (stored.status, stored.attempt, stored.reschedule_count) == (
+                    "Waiting",
+                    attempt + 1,
+                    attempt,
+                )
+                assert stored.minor_status == "Pilot terminated: job rescheduled"
+                assert stored.pilot_id == ""
+                # The old attempt's late reports are refused.
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await terminated(attempt)
+                assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            got = await env.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=1))
+            statuses = [common_pb2.JobStatus.Name(h.status) for h in got.history]
+            assert statuses.count("JOB_STATUS_RESCHEDULED") == 2
+            assert statuses[-2:] == ["JOB_STATUS_RESCHEDULED", "JOB_STATUS_WAITING"]
+            assert [h.source for h in got.history][-1] == "pilot:pilot-t"
+            # The third attempt is terminated too: two reschedules were the maximum.
+            job = await request_job(env, pilot_id)
+            assert job is not None
+            assert job.attempt == 3
+            assert await terminated(3) == common_pb2.JOB_STATUS_FAILED
+            stored = await env.central.store.get_job(1)
+            assert stored is not None
+            assert (stored.status, stored.attempt) == ("Failed", 3)
+            assert stored.minor_status == "Maximum of reschedulings reached"
+            assert await request_job(env, pilot_id) is None
+
+    run(body())
+
+
+def test_pilot_terminated_after_a_kill_request_is_killed(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with inprocess_central(tmp_path) as env:
+            await submit(env, spec())
+            pilot_id = await register(env)
+            assert await request_job(env, pilot_id) is not None
+            await env.jobs.KillJobs(
+                jobs_pb2.KillJobsRequest(selection=jobs_pb2.JobSelection(job_ids=[1])),
+                metadata=ALICE,
+            )
+            reply = await env.pilots.FinishJob(
+                pilots_pb2.FinishJobRequest(
+                    job_id=1, attempt=1, exit_category=common_pb2.EXIT_CATEGORY_PILOT_TERMINATED
+                )
+            )
+            assert reply.status == common_pb2.JOB_STATUS_KILLED
+            assert await request_job(env, pilot_id) is None
+
+    run(body())
+
+
 def test_success_with_failover_output_is_completed_pending_requests(tmp_path: Path) -> None:
     # Long failover period: the agent must not act during this test.
     overrides = {"central": {"failover_period": 3600.0}}

@@ -73,6 +73,46 @@ def test_record_update_list_never_backwards(tmp_path: Path) -> None:
     run(body())
 
 
+def test_update_sets_reference_and_empty_keeps_it(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with inprocess_central(tmp_path) as env:
+            record = SD.PilotRecord(pilot_id="p0", site=SITE, ce=CE, queue=QUEUE, director="d1")
+            await env.directors.RecordPilots(SD.RecordPilotsRequest(pilots=[record]))
+
+            async def reference() -> str:
+                listed = await env.directors.ListPilots(SD.ListPilotsRequest(director="d1"))
+                (pilot,) = listed.pilots
+                return pilot.reference
+
+            assert await reference() == ""
+            await env.directors.UpdatePilots(
+                SD.UpdatePilotsRequest(updates=[SD.PilotUpdate(pilot_id="p0", reference="1234")])
+            )
+            assert await reference() == "1234"
+            # A state update without a reference keeps the stored one, even when the state
+            # change itself is refused (Running -> Waiting after registration).
+            await register(env, "p0")
+            await env.directors.UpdatePilots(
+                SD.UpdatePilotsRequest(
+                    updates=[SD.PilotUpdate(pilot_id="p0", state=common_pb2.PILOT_STATE_WAITING)]
+                )
+            )
+            assert await reference() == "1234"
+            await env.directors.UpdatePilots(
+                SD.UpdatePilotsRequest(
+                    updates=[
+                        SD.PilotUpdate(
+                            pilot_id="p0", state=common_pb2.PILOT_STATE_WAITING, reference="99"
+                        )
+                    ]
+                )
+            )
+            assert await reference() == "99"
+            assert (await states(env))["p0"] == common_pb2.PILOT_STATE_RUNNING
+
+    run(body())
+
+
 def test_pilot_demand(tmp_path: Path) -> None:
     async def body() -> None:
         async with inprocess_central(tmp_path) as env:

@@ -123,3 +123,21 @@ def test_list_pilots_filters_orders_and_limits(with_store: StoreRunner) -> None:
         assert await ids(PilotFilter(states=(P.ABORTED,))) == []
 
     with_store(body)
+
+
+def test_update_pilots_reference_set_and_none_keeps(with_store: StoreRunner) -> None:
+    async def body(store: SqliteStore) -> None:
+        # Directors record a pilot before the backend has named it.
+        await store.insert_pilots([_pilot("p1", reference="")])
+        await store.update_pilots([PilotUpdate(pilot_id="p1", time=110.0, reference="4242.0")])
+        p = await store.get_pilot("p1")
+        assert p is not None
+        assert p.reference == "4242.0"
+        await store.update_pilots(
+            [PilotUpdate(pilot_id="p1", time=120.0, state=P.RUNNING, status_reason="up")]
+        )
+        p = await store.get_pilot("p1")
+        assert p is not None
+        assert (p.reference, p.state, p.status_reason) == ("4242.0", P.RUNNING, "up")
+
+    with_store(body)
