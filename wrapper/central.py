@@ -46,12 +46,6 @@ FINAL_JOB_STATUSES = frozenset(
         common_pb2.JobStatus.JOB_STATUS_KILLED,
     }
 )
-# Reconnect quickly once central is back instead of gRPC's default (up to 120 s) back-off.
-_RECONNECT_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
 
 
 class CentralError(Exception):
@@ -90,9 +84,7 @@ class CentralConnection:
     retry_seconds: float = 900.0
 
     def __post_init__(self) -> None:
-        self._channel = grpc.insecure_channel(
-            self.target, options=[*CHANNEL_OPTIONS, *_RECONNECT_OPTIONS]
-        )
+        self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         self._pilots = pilots_pb2_grpc.PilotServiceStub(self._channel)
         self._data = data_pb2_grpc.DataServiceStub(self._channel)
         self._sandboxes = sandboxes_pb2_grpc.SandboxServiceStub(self._channel)
