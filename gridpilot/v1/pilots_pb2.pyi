@@ -94,18 +94,25 @@ class RegisterPilotResponse(_message.Message):
 
     PILOT_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_PERIOD_FIELD_NUMBER: _builtins.int
+    PILOT_TOKEN_FIELD_NUMBER: _builtins.int
+    PILOT_TOKEN_EXPIRES_UNIX_FIELD_NUMBER: _builtins.int
     pilot_id: _builtins.str
     heartbeat_period: _builtins.float
     """Seconds between heartbeats the pilot should send."""
+    pilot_token: _builtins.str
+    """Session token bound to this pilot id, site and CE; replaces the registration token."""
+    pilot_token_expires_unix: _builtins.float
     def __init__(
         self,
         *,
         pilot_id: _builtins.str = ...,
         heartbeat_period: _builtins.float = ...,
+        pilot_token: _builtins.str = ...,
+        pilot_token_expires_unix: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period", b"heartbeat_period", "pilot_id", b"pilot_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period", b"heartbeat_period", "pilot_id", b"pilot_id", "pilot_token", b"pilot_token", "pilot_token_expires_unix", b"pilot_token_expires_unix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,10 +152,13 @@ class MatchedJob(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     OUTPUT_SE_FIELD_NUMBER: _builtins.int
     FAILOVER_SES_FIELD_NUMBER: _builtins.int
+    JOB_TOKEN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.int
     attempt: _builtins.int
     output_se: _builtins.str
     """Where outputs go: the spec's output_se, else the site's default output SE."""
+    job_token: _builtins.str
+    """Token bound to this job and attempt; the only credential the wrapper gets."""
     @_builtins.property
     def spec(self) -> _common_pb2.JobSpec: ...
     @_builtins.property
@@ -163,10 +173,11 @@ class MatchedJob(_message.Message):
         spec: _common_pb2.JobSpec | None = ...,
         output_se: _builtins.str = ...,
         failover_ses: _abc.Iterable[_builtins.str] | None = ...,
+        job_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "failover_ses", b"failover_ses", "job_id", b"job_id", "output_se", b"output_se", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "failover_ses", b"failover_ses", "job_id", b"job_id", "job_token", b"job_token", "output_se", b"output_se", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
