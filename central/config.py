@@ -23,6 +23,7 @@
     [failover]
     ses = ["FAILOVER-SE"]
 
+Security settings ([security], [[groups]], [[users]]) are in central/config_security.py.
 The full reference is in README.md ("Configuration").
 """
 
@@ -33,6 +34,33 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from central.config_security import (
+    ExternalIssuerSection,
+    GroupSection,
+    SecuritySection,
+    UserSection,
+    default_groups,
+    security_problems,
+    serving_problems,
+)
+
+__all__ = [
+    "CESection",
+    "CentralConfig",
+    "CentralSection",
+    "ConfigError",
+    "ExternalIssuerSection",
+    "FailoverSection",
+    "GroupSection",
+    "SecuritySection",
+    "SiteSection",
+    "StorageElementSection",
+    "UserSection",
+    "check_serving",
+    "config_from_dict",
+    "load_config",
+]
 
 
 class ConfigError(ValueError):
@@ -93,9 +121,26 @@ class CentralConfig(_Strict):
     # site -> SE -> cost (lower is nearer). SEs local to a site need no entry.
     distances: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
     failover: FailoverSection = msgspec.field(default_factory=FailoverSection)
+    security: SecuritySection = msgspec.field(default_factory=SecuritySection)
+    # Empty means the defaults: belle_user (user), belle_production, belle_admin.
+    groups: list[GroupSection] = msgspec.field(default_factory=list)
+    users: list[UserSection] = msgspec.field(default_factory=list)
 
     def site(self, name: str) -> SiteSection | None:
         return next((s for s in self.sites if s.name == name), None)
+
+    def effective_groups(self) -> list[GroupSection]:
+        return self.groups or default_groups()
+
+    def group(self, name: str) -> GroupSection | None:
+        return next((g for g in self.effective_groups() if g.name == name), None)
+
+    def user(self, name: str) -> UserSection | None:
+        return next((u for u in self.users if u.name == name), None)
+
+    def user_by_subject(self, subject: str) -> UserSection | None:
+        """The user whose client certificate has this CN."""
+        return next((u for u in self.users if u.cert_subject == subject), None)
 
     def storage_element(self, name: str) -> StorageElementSection | None:
         return next((s for s in self.storage_elements if s.name == name), None)
@@ -153,6 +198,7 @@ def _validate(cfg: CentralConfig) -> None:
         problems.append("central.sandbox_max_bytes must be positive")
     if c.max_rescheduling < 0:
         problems.append("central.max_rescheduling must not be negative")
+    problems.extend(security_problems(cfg.security, cfg.effective_groups(), cfg.users))
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
 
@@ -164,6 +210,13 @@ def config_from_dict(data: dict[str, Any]) -> CentralConfig:
         raise ConfigError(f"invalid configuration: {exc}") from exc
     _validate(cfg)
     return cfg
+
+
+def check_serving(cfg: CentralConfig) -> None:
+    """Raise ConfigError naming what central lacks to serve (TLS files unless insecure)."""
+    problems = serving_problems(cfg.security)
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
 
 
 def load_config(path: Path) -> CentralConfig:

@@ -1,4 +1,8 @@
-"""`python -m central serve --config FILE [--listen HOST:PORT] [--data-dir DIR] [--port-file F]`.
+"""`python -m central serve --config FILE [--listen HOST:PORT] [--data-dir DIR] [--port-file F]
+[--insecure]`.
+
+The port file holds "host:port" of the main port on its first line and, when central serves a
+mutual-TLS login port, "login host:port" on the second (readers take the first line).
 
 Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 2 for a bad configuration or command
 line, 1 when central cannot start (port taken, data directory unusable...).
@@ -18,8 +22,8 @@ from pathlib import Path
 import msgspec
 import uvloop
 
-from central.config import CentralConfig, ConfigError, load_config
-from central.server import DEFAULT_GRACE_SECONDS, create_server, stop_server
+from central.config import CentralConfig, ConfigError, check_serving, load_config
+from central.server import DEFAULT_GRACE_SECONDS, create_server, login_port, stop_server
 from gridpilot.logs import configure_logging, get_logger
 
 log = get_logger("central.main")
@@ -42,12 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--grace", type=float, default=DEFAULT_GRACE_SECONDS, help="seconds to drain on stop"
     )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plaintext WITHOUT TLS (tests and laptops only; logs a warning)",
+    )
     return parser
 
 
 def _with_overrides(
-    config: CentralConfig, listen: str | None, data_dir: Path | None
+    config: CentralConfig, listen: str | None, data_dir: Path | None, insecure: bool = False
 ) -> CentralConfig:
+    if insecure:
+        security = msgspec.structs.replace(config.security, insecure=True)
+        config = msgspec.structs.replace(config, security=security)
     central = config.central
     if listen:
         host, sep, port = listen.rpartition(":")
@@ -59,17 +71,28 @@ def _with_overrides(
     return msgspec.structs.replace(config, central=central)
 
 
-def write_port_file(path: Path, host: str, port: int) -> None:
-    """Write "host:port" atomically: readers see nothing or the whole line."""
+def write_port_file(path: Path, host: str, port: int, login: str | None = None) -> None:
+    """Write "host:port" (and "login host:port") atomically: readers see nothing or all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(f"{host}:{port}\n")
+            if login:
+                f.write(f"login {login}\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _local_host(listen: str) -> str:
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # listening everywhere: the port file names the local address
+    if ":" in host:
+        host = f"[{host}]"
+    return host
 
 
 async def serve(config: CentralConfig, port_file: Path | None, grace: float) -> None:
@@ -79,14 +102,21 @@ async def serve(config: CentralConfig, port_file: Path | None, grace: float) -> 
         loop.add_signal_handler(sig, stop.set)
     server, port = await create_server(config)
     try:
-        host = config.central.listen.rpartition(":")[0].strip("[]")
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"  # listening everywhere: the port file names the local address
-        if ":" in host:
-            host = f"[{host}]"
+        host = _local_host(config.central.listen)
+        login = login_port(server)
+        login_address = (
+            f"{_local_host(config.security.login_listen)}:{login}" if login is not None else None
+        )
         if port_file is not None:
-            write_port_file(port_file, host, port)
-        log.info("central.serving", host=host, port=port, pid=os.getpid())
+            write_port_file(port_file, host, port, login_address)
+        log.info(
+            "central.serving",
+            host=host,
+            port=port,
+            login=login_address or "",
+            tls=not config.security.insecure,
+            pid=os.getpid(),
+        )
         await stop.wait()
         log.info("central.stopping", grace=grace)
     finally:
@@ -96,14 +126,17 @@ async def serve(config: CentralConfig, port_file: Path | None, grace: float) -> 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = _with_overrides(load_config(args.config), args.listen, args.data_dir)
+        config = _with_overrides(
+            load_config(args.config), args.listen, args.data_dir, args.insecure
+        )
+        check_serving(config)
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.central.log_level)
     try:
         uvloop.run(serve(config, args.port_file, args.grace))
-    except (OSError, RuntimeError, sqlite3.Error) as exc:
+    except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
         print(f"{PROG}: error: cannot run central: {exc}", file=sys.stderr)
         return 1
     return 0

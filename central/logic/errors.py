@@ -23,6 +23,10 @@ class InvalidArgumentError(GridpilotError):
     """The request itself is wrong (bad priority, unknown site, unknown LFN...)."""
 
 
+class UnauthenticatedError(GridpilotError):
+    """The caller did not prove who it is (no or bad credential, spent registration token)."""
+
+
 class PermissionDeniedError(GridpilotError):
     """The caller may not touch this object."""
 

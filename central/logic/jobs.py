@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
+
 from central.config import CentralConfig
 from central.logic.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from central.logic.identity import Caller
@@ -53,16 +55,33 @@ class ProjectSummary:
     first_submitted: float = 0.0
 
 
-async def list_jobs(store: Store, where: JobFilter, limit: int = 0) -> list[JobRecord]:
+def _check_owner(caller: Caller, owner: str, verb: str) -> None:
+    """Asking for another person's jobs by name: only administrators, production managers
+    (their production jobs) and members of a job-sharing group can get anything."""
+    if not owner or owner == caller.subject or caller.is_admin:
+        return
+    if verb == "see" and (caller.is_production or caller.job_sharing):
+        return
+    if verb != "see" and caller.is_production:
+        return
+    raise PermissionDeniedError(f"{caller.describe()} may not {verb} jobs of {owner!r}")
+
+
+async def list_jobs(
+    store: Store, caller: Caller, where: JobFilter, limit: int = 0
+) -> list[JobRecord]:
     if limit < 0:
         raise InvalidArgumentError(f"limit {limit} is negative")
-    return await store.list_jobs(where, limit)
+    _check_owner(caller, where.owner, "see")
+    return await store.list_jobs(msgspec.structs.replace(where, scope=caller.see_scope()), limit)
 
 
-async def get_job(store: Store, job_id: int) -> JobDetails:
+async def get_job(store: Store, caller: Caller, job_id: int) -> JobDetails:
     job = await store.get_job(job_id)
     if job is None:
         raise NotFoundError(f"job {job_id} does not exist")
+    if not caller.may_see(job):
+        raise PermissionDeniedError(f"{caller.describe()} may not see job {job_id}")
     return JobDetails(
         job=job,
         history=await store.job_history(job_id),
@@ -71,21 +90,22 @@ async def get_job(store: Store, job_id: int) -> JobDetails:
     )
 
 
-def action_filter(where: JobFilter, caller: Caller) -> JobFilter:
-    """The selection of a bulk action: never "everything", and a user's own jobs by default."""
+async def select_for_action(
+    store: Store, caller: Caller, where: JobFilter, verb: str
+) -> list[JobRecord]:
+    """The jobs of a bulk action: never "everything"; without ids, only jobs the caller may
+    manage; with ids, every one must be the caller's to manage, or nothing is done."""
     if not (where.project or where.job_ids or where.owner or where.site or where.statuses):
         raise InvalidArgumentError("select jobs by id, project, owner, site or status")
-    if where.owner and not caller.may_manage(where.owner):
-        raise PermissionDeniedError(f"user {caller.user!r} may not act on jobs of {where.owner!r}")
-    if not where.owner and not caller.is_admin and not where.job_ids:
-        return JobFilter(
-            project=where.project,
-            owner=caller.user,
-            site=where.site,
-            job_ids=where.job_ids,
-            statuses=where.statuses,
-        )
-    return where
+    _check_owner(caller, where.owner, verb)
+    if where.job_ids:
+        jobs = await store.list_jobs(where)
+        denied = [job for job in jobs if not caller.may_manage(job)]
+        if denied:
+            shown = ", ".join(f"{j.job_id} (owner {j.owner})" for j in denied[:10])
+            raise PermissionDeniedError(f"{caller.describe()} may not {verb} job(s) {shown}")
+        return jobs
+    return await store.list_jobs(msgspec.structs.replace(where, scope=caller.manage_scope()))
 
 
 # A plan says, for one job, which transitions to apply or why nothing can be done.
@@ -101,9 +121,9 @@ async def _bulk_action(
     """Apply each job's plan in one transaction; returns (before, after or None, message)."""
     planned: list[tuple[JobRecord, list[Transition], str]] = []
     for job in jobs:
-        if not caller.may_manage(job.owner):
-            planned.append((job, [], f"permission denied: job belongs to {job.owner}"))
-            continue
+        if not caller.may_manage(job):
+            # select_for_action refused these already; kept so no path can skip the check.
+            raise PermissionDeniedError(f"{caller.describe()} may not act on job {job.job_id}")
         transitions, message = plan(job)
         planned.append((job, transitions, message))
     flat = [t for _, ts, _ in planned for t in ts]
@@ -134,7 +154,7 @@ async def kill_jobs(
     where: JobFilter,
     now: float,
 ) -> list[ActionResult]:
-    source = f"user:{caller.user}"
+    source = caller.source
 
     def plan(job: JobRecord) -> _Plan:
         if job.status in FINAL_STATES:
@@ -158,7 +178,7 @@ async def kill_jobs(
             return [kill_transition(job, now, source, "Killed by user")], "killed"
         return [], f"a {job.status} job cannot be killed"
 
-    jobs = await store.list_jobs(action_filter(where, caller))
+    jobs = await select_for_action(store, caller, where, "kill")
     for job in jobs:
         if not is_active(job):
             # Out of the matcher before the commit, so no pilot gets it in between.
@@ -186,7 +206,7 @@ async def kill_jobs(
 async def delete_jobs(
     store: Store, matcher: Matcher, *, caller: Caller, where: JobFilter, now: float
 ) -> list[ActionResult]:
-    source = f"user:{caller.user}"
+    source = caller.source
 
     def plan(job: JobRecord) -> _Plan:
         if is_active(job):
@@ -204,7 +224,7 @@ async def delete_jobs(
         )
         return [t], "deleted"
 
-    jobs = await store.list_jobs(action_filter(where, caller))
+    jobs = await select_for_action(store, caller, where, "delete")
     outcome = await _bulk_action(store, jobs, caller, plan)
     for _, after, _ in outcome:
         if after is not None:
@@ -222,7 +242,7 @@ async def reschedule_jobs(
     where: JobFilter,
     now: float,
 ) -> list[ActionResult]:
-    source = f"user:{caller.user}"
+    source = caller.source
     limit = config.central.max_rescheduling
 
     def plan(job: JobRecord) -> _Plan:
@@ -232,7 +252,7 @@ async def reschedule_jobs(
             return [], f"Maximum of reschedulings reached ({limit})"
         return reschedule_transitions(job, now, source, "Job Rescheduled"), "rescheduled"
 
-    jobs = await store.list_jobs(action_filter(where, caller))
+    jobs = await select_for_action(store, caller, where, "reschedule")
     outcome = await _bulk_action(store, jobs, caller, plan)
     for before, after, _ in outcome:
         if after is None:
@@ -250,10 +270,11 @@ async def reschedule_jobs(
 async def summarize_projects(
     store: Store, caller: Caller, project: str, owner: str
 ) -> list[ProjectSummary]:
-    # Without an explicit owner a user sees their own projects; admins see everyone's.
-    if not owner and not caller.is_admin:
-        owner = caller.user
-    rows = await store.summarize_projects(JobFilter(project=project, owner=owner))
+    # Without an explicit owner a user sees what they may see; admins see everyone's.
+    _check_owner(caller, owner, "see")
+    rows = await store.summarize_projects(
+        JobFilter(project=project, owner=owner, scope=caller.see_scope())
+    )
     summaries: dict[tuple[str, str], ProjectSummary] = {}
     for row in rows:
         key = (row.project, row.owner)

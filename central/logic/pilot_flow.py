@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from central.config import CentralConfig
@@ -110,13 +111,18 @@ async def request_job(
     pilot_id: str,
     resources: Resources,
     now: float,
+    site_banned: Callable[[str], bool] | None = None,
 ) -> Assignment | None:
-    """Match a job and commit Waiting -> Matched before answering; None when nothing fits."""
+    """Match a job and commit Waiting -> Matched before answering; None when nothing fits.
+
+    `site_banned` says whether a site is banned now (administrators' bans); without it the
+    configuration's flag decides."""
     if not pilot_id:
         raise InvalidArgumentError("job request without a pilot id")
     _require_site(config, resources.site)
     site = config.site(resources.site)
-    if site is not None and site.banned:
+    banned = site_banned(resources.site) if site_banned else site is not None and site.banned
+    if banned:
         heartbeats.note_pilot(pilot_id, now, idle=True)
         return None
     for _ in range(_MAX_MATCH_TRIES):

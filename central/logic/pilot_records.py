@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from central.config import CentralConfig
@@ -118,14 +118,20 @@ class QueueDemand:
 
 
 async def pilot_demand(
-    store: Store, matcher: Matcher, config: CentralConfig, queues: Sequence[Resources]
+    store: Store,
+    matcher: Matcher,
+    config: CentralConfig,
+    queues: Sequence[Resources],
+    site_banned: Callable[[str], bool] | None = None,
 ) -> list[QueueDemand]:
+    """Demand per queue; a banned site's queues are `blocked` (`site_banned` says whether a
+    site is banned now; without it the configuration's flag decides)."""
     demands: list[QueueDemand] = []
     for q in queues:
         site = config.site(q.site)
         if site is None:
             raise InvalidArgumentError(f"unknown site {q.site!r}")
-        blocked = site.banned
+        blocked = site_banned(q.site) if site_banned else site.banned
         pilots = await store.list_pilots(
             PilotFilter(
                 site=q.site,

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from google.protobuf.message import DecodeError
 
 from central.config import CentralConfig
-from central.logic.errors import GridpilotError, InvalidArgumentError
-from central.logic.identity import Caller
+from central.logic.errors import GridpilotError, InvalidArgumentError, PermissionDeniedError
+from central.logic.identity import PRODUCTION_JOB_TYPE, Caller
 from central.matcher import Matcher, encode_requirements, requirements_from_spec
 from central.store.interface import Store
 from central.store.records import NewJob
@@ -19,7 +19,7 @@ from gridpilot.v1 import common_pb2
 log = get_logger(__name__)
 
 PROJECT_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-JOB_TYPES = ("User", "Production")
+JOB_TYPES = ("User", PRODUCTION_JOB_TYPE)
 DEFAULT_JOB_TYPE = "User"
 MIN_PRIORITY, MAX_PRIORITY = 0, 10
 # Reported problems are capped so one bad batch of 100k jobs does not produce a huge message.
@@ -93,6 +93,13 @@ async def submit_jobs(
     """Validate all specs, insert all jobs as Waiting in one transaction and queue them."""
     if not specs:
         raise InvalidArgumentError("no jobs to submit")
+    if not (caller.is_admin or caller.is_production) and any(
+        spec.job_type == PRODUCTION_JOB_TYPE for spec in specs
+    ):
+        raise PermissionDeniedError(
+            f"{caller.describe()} may not submit {PRODUCTION_JOB_TYPE} jobs "
+            "(production managers and administrators only); nothing stored"
+        )
     problems: list[str] = []
     for index, spec in enumerate(specs):
         prefix = f"job {index}: " if len(specs) > 1 else ""

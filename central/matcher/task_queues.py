@@ -64,6 +64,8 @@ class TaskQueues:
         # job id -> (queue key, token of its live heap entry)
         self._members: dict[int, tuple[Requirements, int]] = {}
         self._tokens = itertools.count()
+        # Owners whose jobs stay queued but are not given out (banned users).
+        self._banned_owners: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self._members)
@@ -107,9 +109,18 @@ class TaskQueues:
             heapq.heapify(queue.heap)
         return True
 
+    def set_banned_owners(self, owners: frozenset[str]) -> None:
+        """Jobs of these owners are kept but neither matched nor counted as demand."""
+        self._banned_owners = owners
+
     def _eligible(self, resources: Resources) -> list[_TaskQueue]:
         tags = pilot_tags(resources)
-        return [q for q in self._queues.values() if queue_matches(q.key, resources, tags)]
+        banned = self._banned_owners
+        return [
+            q
+            for q in self._queues.values()
+            if queue_matches(q.key, resources, tags) and q.key.owner not in banned
+        ]
 
     def match(self, resources: Resources) -> int | None:
         """Take the best job the pilot can run out of the queues, or None."""

@@ -165,13 +165,14 @@ def resources(r: common_pb2.ResourceDescription) -> Resources:
     )
 
 
-def matched_job(a: Assignment) -> pilots_pb2.MatchedJob:
+def matched_job(a: Assignment, job_token: str) -> pilots_pb2.MatchedJob:
     return pilots_pb2.MatchedJob(
         job_id=a.job.job_id,
         attempt=a.job.attempt,
         spec=a.spec,
         output_se=a.output_se,
         failover_ses=a.failover_ses,
+        job_token=job_token,
     )
 
 

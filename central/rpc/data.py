@@ -7,8 +7,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from central.logic import data
-from central.logic.errors import PermissionDeniedError
-from central.logic.identity import current_caller
+from central.logic.access import (
+    check_job_token,
+    check_job_visible,
+    check_replica_registrations,
+)
+from central.logic.identity import require_caller
 from central.rpc import convert
 from central.store.records import FileRecord, NewFailoverRequest
 from gridpilot.v1 import data_pb2, data_pb2_grpc
@@ -33,11 +37,7 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
     async def SetStorageElementStatus(
         self, request: data_pb2.SetStorageElementStatusRequest, context: Context
     ) -> data_pb2.SetStorageElementStatusResponse:
-        caller = current_caller.get()
-        if not caller.is_admin:
-            raise PermissionDeniedError(
-                f"only administrators may change SE status (caller group {caller.group!r})"
-            )
+        # Administrators only (policy table).
         await self.c.ses.set_status(
             self.c.store, request.name, request.read_allowed, request.write_allowed
         )
@@ -57,6 +57,9 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
             FileRecord(lfn=r.lfn, size=r.size, adler32=r.adler32, ses=(r.se,), job_id=r.job_id)
             for r in request.replicas
         ]
+        await check_replica_registrations(
+            self.c.store, require_caller(), [(f.lfn, f.job_id) for f in files]
+        )
         await data.register_replicas(self.c.store, self.c.ses, files)
         return data_pb2.RegisterReplicasResponse()
 
@@ -71,6 +74,7 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
         self, request: data_pb2.AddFailoverRequestRequest, context: Context
     ) -> data_pb2.AddFailoverRequestResponse:
         c = self.c
+        check_job_token(require_caller(), request.job_id, "add failover requests")
         new = NewFailoverRequest(
             job_id=request.job_id,
             lfn=request.lfn,
@@ -84,6 +88,7 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
     async def ListFailoverRequests(
         self, request: data_pb2.ListFailoverRequestsRequest, context: Context
     ) -> data_pb2.ListFailoverRequestsResponse:
+        await check_job_visible(self.c.store, require_caller(), request.job_id, "failover requests")
         found = await data.list_failover_requests(self.c.store, request.job_id, request.status)
         return data_pb2.ListFailoverRequestsResponse(
             requests=[convert.failover_request(r) for r in found]

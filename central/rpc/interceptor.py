@@ -1,17 +1,21 @@
-"""The one server interceptor: caller identity in, domain errors out as gRPC status codes.
+"""The one server interceptor: token in, caller out; domain errors out as gRPC status codes.
 
-Identity comes from the `x-gridpilot-user` / `x-gridpilot-group` metadata for now and is put in
-`central.logic.identity.current_caller` for the call; the security issue swaps this for signed
-tokens at the same place. Every handler kind (unary and streaming) is wrapped, so servicers
-raise domain errors and never touch status codes themselves.
+Every call but the probes (health, reflection) carries `authorization: Bearer <token>`. The
+token is verified (signature, issuer, audience, times, revocation; see central.auth) and the
+caller's role checked against the policy table (central/rpc/policy.py) before the servicer
+runs; the `Caller` is then in `central.logic.identity.current_caller` for the call. Refusals:
+UNAUTHENTICATED when the token is missing or not valid (the message names the reason),
+PERMISSION_DENIED when a valid token's role may not call the method or its user is banned.
+Every handler kind (unary and streaming) is wrapped, so servicers raise domain errors and
+never touch status codes themselves.
 """
 
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -22,15 +26,20 @@ from central.logic.errors import (
     NotFoundError,
     PermissionDeniedError,
     ResourceExhaustedError,
+    UnauthenticatedError,
 )
-from central.logic.identity import DEFAULT_GROUP, DEFAULT_USER, Caller, current_caller
+from central.logic.identity import Caller, current_caller
+from central.rpc.policy import Access, access_of, short_name
 from gridpilot.logs import get_logger
+from gridpilot.security.claims import Role, TokenError
+
+if TYPE_CHECKING:
+    from central.auth.runtime import Security
 
 log = get_logger(__name__)
 
-USER_KEY = "x-gridpilot-user"
-GROUP_KEY = "x-gridpilot-group"
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+AUTHORIZATION_KEY = "authorization"
+_BEARER = "bearer "
 
 STATUS_OF: dict[type[GridpilotError], grpc.StatusCode] = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
@@ -38,6 +47,7 @@ STATUS_OF: dict[type[GridpilotError], grpc.StatusCode] = {
     PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 
@@ -49,18 +59,72 @@ def status_of(exc: GridpilotError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def caller_from_metadata(metadata: Any) -> Caller | str:
-    """The caller, or a message saying what is wrong with the identity metadata."""
-    values: dict[str, str] = {}
-    for key, value in metadata or ():
-        if key in (USER_KEY, GROUP_KEY):
-            values[key] = value if isinstance(value, str) else value.decode(errors="replace")
-    user = values.get(USER_KEY, DEFAULT_USER)
-    group = values.get(GROUP_KEY, DEFAULT_GROUP)
-    for key, value in ((USER_KEY, user), (GROUP_KEY, group)):
-        if not _NAME_RE.match(value):
-            return f"invalid {key} {value!r}: 1-64 letters, digits, '_', '.' or '-'"
-    return Caller(user, group)
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    code: grpc.StatusCode
+    message: str
+
+
+# What a call runs as: a caller, nobody (self-authenticating methods without a token), or
+# a refusal to send before the servicer runs.
+Outcome = Caller | Refusal | None
+
+NO_TOKEN = (
+    "no token: calls to central need 'authorization: Bearer <token>' metadata "
+    "(users get one with gb2_proxy_init)"
+)
+
+
+def bearer_token(metadata: Any) -> str | Refusal | None:
+    """The bearer token of the call, None without one, or a refusal for bad metadata."""
+    values = [
+        value if isinstance(value, str) else value.decode(errors="replace")
+        for key, value in metadata or ()
+        if key == AUTHORIZATION_KEY
+    ]
+    if not values:
+        return None
+    if len(values) > 1:
+        return Refusal(grpc.StatusCode.UNAUTHENTICATED, "several authorization headers")
+    value = values[0]
+    if value[: len(_BEARER)].lower() != _BEARER or not value[len(_BEARER) :].strip():
+        return Refusal(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "malformed authorization metadata: expected 'Bearer <token>'",
+        )
+    return value[len(_BEARER) :].strip()
+
+
+def authorize(security: Security, method: str, metadata: Any) -> Outcome:
+    """Authenticate the call's token and check the policy table for `method`."""
+    return _authorize(security, method, access_of(method), metadata)
+
+
+def _authorize(
+    security: Security, method: str, access: frozenset[Role] | Access | None, metadata: Any
+) -> Outcome:
+    token = bearer_token(metadata)
+    if isinstance(token, Refusal):
+        return token
+    if token is None:
+        if access is Access.SELF_AUTHENTICATING:
+            return None
+        return Refusal(grpc.StatusCode.UNAUTHENTICATED, NO_TOKEN)
+    try:
+        caller = security.authenticate(token)
+    except TokenError as exc:
+        log.info("rpc.unauthenticated", method=method, reason=exc.reason.value)
+        return Refusal(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+    if caller.is_person and security.bans.user_banned(caller.subject):
+        return Refusal(grpc.StatusCode.PERMISSION_DENIED, f"user {caller.subject} is banned")
+    if access is Access.SELF_AUTHENTICATING:
+        return caller
+    if not isinstance(access, frozenset) or caller.role not in access:
+        return Refusal(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"role {caller.role.value} may not call {short_name(method)}",
+        )
+    return caller
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -75,10 +139,10 @@ async def _fail(context: Context, method: str, exc: Exception) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in central: {exc}")
 
 
-def _unary_response(behavior: Callable[..., Any], method: str, caller: Caller | str) -> Any:
+def _unary_response(behavior: Callable[..., Any], method: str, caller: Outcome) -> Any:
     async def wrapped(request: Any, context: Context) -> Any:
-        if isinstance(caller, str):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, caller)
+        if isinstance(caller, Refusal):
+            await context.abort(caller.code, caller.message)
         # Each RPC runs in its own task (own context copy), so the value dies with the call.
         current_caller.set(caller)
         try:
@@ -92,10 +156,10 @@ def _unary_response(behavior: Callable[..., Any], method: str, caller: Caller | 
     return wrapped
 
 
-def _stream_response(behavior: Callable[..., Any], method: str, caller: Caller | str) -> Any:
+def _stream_response(behavior: Callable[..., Any], method: str, caller: Outcome) -> Any:
     async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
-        if isinstance(caller, str):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, caller)
+        if isinstance(caller, Refusal):
+            await context.abort(caller.code, caller.message)
         # Each RPC runs in its own task (own context copy), so the value dies with the call.
         current_caller.set(caller)
         try:
@@ -117,6 +181,9 @@ def _stream_response(behavior: Callable[..., Any], method: str, caller: Caller |
 
 
 class CentralInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, security: Security) -> None:
+        self._security = security
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -128,7 +195,12 @@ class CentralInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        caller = caller_from_metadata(handler_call_details.invocation_metadata)
+        access = access_of(method)
+        if access is Access.PUBLIC:
+            return handler
+        caller = _authorize(
+            self._security, method, access, handler_call_details.invocation_metadata
+        )
         codec: dict[str, Any] = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from central.logic import jobs, submission
-from central.logic.identity import current_caller
+from central.logic.identity import require_caller
 from central.rpc import convert
 from gridpilot.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -29,7 +29,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             c.store,
             c.matcher,
             c.config,
-            caller=current_caller.get(),
+            caller=require_caller(),
             specs=request.jobs,
             now=c.clock(),
         )
@@ -39,14 +39,14 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.ListJobsRequest, context: Context
     ) -> jobs_pb2.ListJobsResponse:
         found = await jobs.list_jobs(
-            self.c.store, convert.job_filter(request.selection), request.limit
+            self.c.store, require_caller(), convert.job_filter(request.selection), request.limit
         )
         return jobs_pb2.ListJobsResponse(jobs=[convert.job_summary(j) for j in found])
 
     async def GetJob(
         self, request: jobs_pb2.GetJobRequest, context: Context
     ) -> jobs_pb2.GetJobResponse:
-        details = await jobs.get_job(self.c.store, request.job_id)
+        details = await jobs.get_job(self.c.store, require_caller(), request.job_id)
         spec = submission.decode_spec(details.job.spec, details.job.job_id)
         return convert.job_details(details, spec)
 
@@ -58,7 +58,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             c.store,
             c.matcher,
             c.sessions,
-            caller=current_caller.get(),
+            caller=require_caller(),
             where=convert.job_filter(request.selection),
             now=c.clock(),
         )
@@ -71,7 +71,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         results = await jobs.delete_jobs(
             c.store,
             c.matcher,
-            caller=current_caller.get(),
+            caller=require_caller(),
             where=convert.job_filter(request.selection),
             now=c.clock(),
         )
@@ -86,7 +86,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             c.matcher,
             c.sessions,
             c.config,
-            caller=current_caller.get(),
+            caller=require_caller(),
             where=convert.job_filter(request.selection),
             now=c.clock(),
         )
@@ -96,7 +96,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.SummarizeProjectsRequest, context: Context
     ) -> jobs_pb2.SummarizeProjectsResponse:
         summaries = await jobs.summarize_projects(
-            self.c.store, current_caller.get(), request.project, request.owner
+            self.c.store, require_caller(), request.project, request.owner
         )
         return jobs_pb2.SummarizeProjectsResponse(
             projects=[convert.project_summary(s) for s in summaries]

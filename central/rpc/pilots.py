@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from central.logic import pilot_flow, reports
+from central.logic import pilot_flow, reports, tokens
+from central.logic.access import check_job_report, check_pilot_id, check_pilot_resources
 from central.logic.errors import InvalidArgumentError
+from central.logic.identity import require_caller
 from central.logic.sessions import Command, CommandKind
 from central.models.job_states import JobStatus
 from central.rpc import convert
@@ -47,22 +49,42 @@ class PilotServicer(pilots_pb2_grpc.PilotServiceServicer):
         self, request: pilots_pb2.RegisterPilotRequest, context: Context
     ) -> pilots_pb2.RegisterPilotResponse:
         c = self.c
+        resources = convert.resources(request.resources)
+        await tokens.admit_pilot(
+            c.store,
+            c.security,
+            c.config,
+            require_caller(),
+            pilot_id=request.pilot_id,
+            resources=resources,
+        )
         pilot_id = await pilot_flow.register_pilot(
             c.store,
             c.config,
             pilot_id=request.pilot_id,
-            resources=convert.resources(request.resources),
+            resources=resources,
             hostname=request.node.hostname,
             now=c.clock(),
         )
+        token, claims = c.security.pilot_token(
+            pilot_id, resources.site, resources.ce, resources.queue
+        )
         return pilots_pb2.RegisterPilotResponse(
-            pilot_id=pilot_id, heartbeat_period=c.config.central.heartbeat_period
+            pilot_id=pilot_id,
+            heartbeat_period=c.config.central.heartbeat_period,
+            pilot_token=token,
+            pilot_token_expires_unix=float(claims.exp),
         )
 
     async def RequestJob(
         self, request: pilots_pb2.RequestJobRequest, context: Context
     ) -> pilots_pb2.RequestJobResponse:
         c = self.c
+        caller = require_caller()
+        resources = convert.resources(request.resources)
+        pilot_id = request.pilot_id or caller.pilot_id
+        check_pilot_id(caller, pilot_id)
+        check_pilot_resources(caller, resources)
         assignment = await pilot_flow.request_job(
             c.store,
             c.matcher,
@@ -70,13 +92,16 @@ class PilotServicer(pilots_pb2_grpc.PilotServiceServicer):
             c.config,
             c.ses,
             heartbeats=c.heartbeats,
-            pilot_id=request.pilot_id,
-            resources=convert.resources(request.resources),
+            pilot_id=pilot_id,
+            resources=resources,
             now=c.clock(),
+            site_banned=c.security.bans.site_banned,
         )
         if assignment is None:
             return pilots_pb2.RequestJobResponse()
-        return pilots_pb2.RequestJobResponse(job=convert.matched_job(assignment))
+        job = assignment.job
+        job_token = c.security.job_token(job.job_id, job.attempt, pilot_id, resources.site)
+        return pilots_pb2.RequestJobResponse(job=convert.matched_job(assignment, job_token))
 
     async def PilotSession(
         self, request_iterator: AsyncIterator[pilots_pb2.PilotSessionUp], context: Context
@@ -89,6 +114,7 @@ class PilotServicer(pilots_pb2_grpc.PilotServiceServicer):
         if first.WhichOneof("item") != "hello" or not first.hello.pilot_id:
             raise InvalidArgumentError("a session starts with a SessionHello naming the pilot")
         pilot_id = first.hello.pilot_id
+        check_pilot_id(require_caller(), pilot_id)
         queue = c.sessions.open(pilot_id)
         log.info("session.opened", pilot_id=pilot_id, running=len(first.hello.running_job_ids))
         reader = asyncio.create_task(self._read(pilot_id, request_iterator))
@@ -152,6 +178,7 @@ class PilotServicer(pilots_pb2_grpc.PilotServiceServicer):
         self, request: pilots_pb2.ReportJobStatusRequest, context: Context
     ) -> pilots_pb2.ReportJobStatusResponse:
         c = self.c
+        await check_job_report(c.store, require_caller(), request.job_id, request.attempt)
         await reports.report_status(
             c.store,
             job_id=request.job_id,
@@ -167,6 +194,7 @@ class PilotServicer(pilots_pb2_grpc.PilotServiceServicer):
         self, request: pilots_pb2.FinishJobRequest, context: Context
     ) -> pilots_pb2.FinishJobResponse:
         c = self.c
+        await check_job_report(c.store, require_caller(), request.job_id, request.attempt)
         report = reports.FinishReport(
             job_id=request.job_id,
             attempt=request.attempt,
@@ -196,6 +224,7 @@ class PilotServicer(pilots_pb2_grpc.PilotServiceServicer):
         self, request: pilots_pb2.ReportPilotEndRequest, context: Context
     ) -> pilots_pb2.ReportPilotEndResponse:
         c = self.c
+        check_pilot_id(require_caller(), request.pilot_id)
         await pilot_flow.report_pilot_end(
             c.store, request.pilot_id, request.reason, request.jobs_run, c.clock()
         )

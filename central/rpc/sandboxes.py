@@ -9,7 +9,7 @@ import grpc
 
 from central.logic import sandboxes
 from central.logic.errors import InvalidArgumentError
-from central.logic.identity import current_caller
+from central.logic.identity import require_caller
 from gridpilot.v1 import sandboxes_pb2, sandboxes_pb2_grpc
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class SandboxServicer(sandboxes_pb2_grpc.SandboxServiceServicer):
         sandbox_id, size = await sandboxes.upload_sandbox(
             c.store,
             c.sandboxes,
-            caller=current_caller.get(),
+            caller=require_caller(),
             header=_header(first.header),
             chunks=_data(request_iterator),
             now=c.clock(),
@@ -71,7 +71,7 @@ class SandboxServicer(sandboxes_pb2_grpc.SandboxServiceServicer):
         self, request: sandboxes_pb2.DownloadSandboxRequest, context: Context
     ) -> AsyncIterator[sandboxes_pb2.DownloadSandboxResponse]:
         chunks = await sandboxes.download_sandbox(
-            self.c.store, self.c.sandboxes, request.sandbox_id
+            self.c.store, self.c.sandboxes, require_caller(), request.sandbox_id
         )
         async for chunk in chunks:
             yield sandboxes_pb2.DownloadSandboxResponse(data=chunk)

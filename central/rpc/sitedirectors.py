@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import msgspec
 
 from central.logic import pilot_records
+from central.logic.access import check_pilot_updates, check_sites
+from central.logic.identity import require_caller
 from central.rpc import convert
 from gridpilot.v1 import sitedirectors_pb2, sitedirectors_pb2_grpc
 
@@ -24,8 +27,10 @@ class SiteDirectorServicer(sitedirectors_pb2_grpc.SiteDirectorServiceServicer):
         self, request: sitedirectors_pb2.GetPilotDemandRequest, context: Context
     ) -> sitedirectors_pb2.GetPilotDemandResponse:
         c = self.c
+        queues = [convert.resources(q) for q in request.queues]
+        check_sites(require_caller(), [q.site for q in queues], "ask for pilot demand")
         demands = await pilot_records.pilot_demand(
-            c.store, c.matcher, c.config, [convert.resources(q) for q in request.queues]
+            c.store, c.matcher, c.config, queues, site_banned=c.security.bans.site_banned
         )
         return sitedirectors_pb2.GetPilotDemandResponse(
             demands=[convert.queue_demand(d) for d in demands]
@@ -34,15 +39,18 @@ class SiteDirectorServicer(sitedirectors_pb2_grpc.SiteDirectorServiceServicer):
     async def RecordPilots(
         self, request: sitedirectors_pb2.RecordPilotsRequest, context: Context
     ) -> sitedirectors_pb2.RecordPilotsResponse:
-        await pilot_records.record_pilots(
-            self.c.store, [convert.pilot_record_in(p) for p in request.pilots], self.c.clock()
-        )
+        pilots = [convert.pilot_record_in(p) for p in request.pilots]
+        check_sites(require_caller(), [p.site for p in pilots], "record pilots")
+        await pilot_records.record_pilots(self.c.store, pilots, self.c.clock())
         return sitedirectors_pb2.RecordPilotsResponse()
 
     async def UpdatePilots(
         self, request: sitedirectors_pb2.UpdatePilotsRequest, context: Context
     ) -> sitedirectors_pb2.UpdatePilotsResponse:
         now = self.c.clock()
+        await check_pilot_updates(
+            self.c.store, require_caller(), [u.pilot_id for u in request.updates]
+        )
         await pilot_records.update_pilots(
             self.c.store, [convert.pilot_update(u, now) for u in request.updates]
         )
@@ -51,7 +59,13 @@ class SiteDirectorServicer(sitedirectors_pb2_grpc.SiteDirectorServiceServicer):
     async def ListPilots(
         self, request: sitedirectors_pb2.ListPilotsRequest, context: Context
     ) -> sitedirectors_pb2.ListPilotsResponse:
-        pilots = await pilot_records.list_pilots(self.c.store, convert.pilot_filter(request))
+        caller = require_caller()
+        where = convert.pilot_filter(request)
+        if where.site:
+            check_sites(caller, [where.site], "list pilots")
+        elif not caller.is_admin:
+            where = msgspec.structs.replace(where, sites=caller.sites)
+        pilots = await pilot_records.list_pilots(self.c.store, where)
         return sitedirectors_pb2.ListPilotsResponse(
             pilots=[convert.pilot_record_out(p) for p in pilots]
         )

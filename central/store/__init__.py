@@ -5,12 +5,14 @@ No SQL leaves this package. Every method is one transaction, committed before it
 
 from central.store.interface import Store
 from central.store.records import (
+    BanRecord,
     FailoverRequestRecord,
     FileRecord,
     HeartbeatRecord,
     HistoryRecord,
     JobFilter,
     JobRecord,
+    JobScope,
     NewFailoverRequest,
     NewJob,
     OutputRecord,
@@ -18,6 +20,7 @@ from central.store.records import (
     PilotRecord,
     PilotUpdate,
     ReplicaRecord,
+    RevocationRecord,
     SandboxRecord,
     StatusCountRecord,
     StorageElementRecord,
@@ -26,12 +29,14 @@ from central.store.records import (
 )
 
 __all__ = [
+    "BanRecord",
     "FailoverRequestRecord",
     "FileRecord",
     "HeartbeatRecord",
     "HistoryRecord",
     "JobFilter",
     "JobRecord",
+    "JobScope",
     "NewFailoverRequest",
     "NewJob",
     "OutputRecord",
@@ -39,6 +44,7 @@ __all__ = [
     "PilotRecord",
     "PilotUpdate",
     "ReplicaRecord",
+    "RevocationRecord",
     "SandboxRecord",
     "StatusCountRecord",
     "StorageElementRecord",

@@ -135,6 +135,17 @@ def _where(where: JobFilter) -> tuple[str, list[Any]]:
     if JobStatus.DELETED not in where.statuses:
         clauses.append("status != ?")
         params.append(_DELETED)
+    if where.scope is not None:
+        reach = ["owner = ?"]
+        params.append(where.scope.owner)
+        for column, value in (
+            ("owner_group", where.scope.group),
+            ("job_type", where.scope.job_type),
+        ):
+            if value:
+                reach.append(f"{column} = ?")
+                params.append(value)
+        clauses.append("(" + " OR ".join(reach) + ")")
     return " AND ".join(clauses), params
 
 

@@ -119,6 +119,9 @@ def list_pilots(conn: sqlite3.Connection, where: PilotFilter) -> list[PilotRecor
     if where.states:
         clauses.append(f"state IN ({', '.join('?' for _ in where.states)})")
         params += [s.value for s in where.states]
+    if where.sites:
+        clauses.append(f"site IN ({', '.join('?' for _ in where.sites)})")
+        params += list(where.sites)
     sql = f"SELECT {_PILOT_COLUMNS} FROM pilots"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)

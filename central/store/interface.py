@@ -12,6 +12,7 @@ from typing import Protocol
 
 from central.models.job_states import JobStatus
 from central.store.records import (
+    BanRecord,
     FailoverRequestRecord,
     FileRecord,
     HeartbeatRecord,
@@ -24,6 +25,7 @@ from central.store.records import (
     PilotFilter,
     PilotRecord,
     PilotUpdate,
+    RevocationRecord,
     SandboxRecord,
     StatusCountRecord,
     StorageElementRecord,
@@ -146,3 +148,24 @@ class Store(Protocol):
         """Idempotent for an existing id."""
 
     async def get_sandbox(self, sandbox_id: str) -> SandboxRecord | None: ...
+
+    # ---- security (revocations, single-use registration tokens, bans) ----
+    async def add_revocation(self, revocation: RevocationRecord) -> RevocationRecord:
+        """Record a revocation; revoking the same target again moves it to the later time.
+        Returns the revocation as stored."""
+
+    async def list_revocations(self) -> list[RevocationRecord]: ...
+
+    async def consume_registration(self, jti: str, expires: float) -> bool:
+        """Spend a single-use registration token; False when it was spent before."""
+
+    async def used_registrations(self, now: float) -> dict[str, float]:
+        """Spent registration tokens not yet expired: jti -> expiry."""
+
+    async def prune_registrations(self, now: float) -> int:
+        """Forget spent registration tokens that expired before `now`; how many."""
+
+    async def set_ban(self, kind: str, ban: BanRecord) -> None:
+        """Ban or unban a site (`kind` "site") or a user ("user")."""
+
+    async def list_bans(self, kind: str) -> list[BanRecord]: ...

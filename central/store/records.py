@@ -65,6 +65,15 @@ class WaitingJob(_Record):
     requirements: bytes
 
 
+class JobScope(_Record):
+    """Jobs a caller may reach: its own (`owner`), OR its group's (`group`, when set), OR
+    every job of a type (`job_type`, when set, e.g. "Production" for production managers)."""
+
+    owner: str
+    group: str = ""
+    job_type: str = ""
+
+
 class JobFilter(_Record):
     """Empty fields do not filter."""
 
@@ -73,6 +82,8 @@ class JobFilter(_Record):
     site: str = ""
     job_ids: tuple[int, ...] = ()
     statuses: tuple[JobStatus, ...] = ()
+    # None: every job (administrators, agents).
+    scope: JobScope | None = None
 
 
 class Transition(_Record):
@@ -183,6 +194,8 @@ class PilotUpdate(_Record):
 
 class PilotFilter(_Record):
     site: str = ""
+    # Any of these sites (a site director's reach); empty does not filter.
+    sites: tuple[str, ...] = ()
     queue: str = ""
     director: str = ""
     states: tuple[PilotState, ...] = ()
@@ -246,3 +259,26 @@ class SandboxRecord(_Record):
     job_id: int
     attempt: int
     created: float
+
+
+# ---- security --------------------------------------------------------------------------------
+
+
+class RevocationRecord(_Record):
+    """Tokens refused from `created` on. `kind` is "jti" (one token), "user" or
+    "site_director" (every token of that subject issued up to `created`) or "pilot" (every
+    token bound to that pilot id: its session and its jobs' tokens)."""
+
+    kind: str
+    value: str
+    reason: str
+    created: float
+
+
+class BanRecord(_Record):
+    """An administrator's ban (or explicit unban) of a site or a user; overrides the config."""
+
+    name: str
+    banned: bool
+    reason: str
+    updated: float

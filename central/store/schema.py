@@ -163,6 +163,45 @@ _V1: tuple[str, ...] = (
     """,
 )
 
+# Version 2: security state that must survive restarts.
+_V2: tuple[str, ...] = (
+    """
+    CREATE TABLE revocations (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (kind, value)
+    ) WITHOUT ROWID
+    """,
+    # Single-use pilot registration tokens already spent, kept until they expire.
+    """
+    CREATE TABLE used_registrations (
+        jti TEXT PRIMARY KEY,
+        expires REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX used_registrations_expires ON used_registrations (expires)",
+    """
+    CREATE TABLE site_bans (
+        name TEXT PRIMARY KEY,
+        banned INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        updated REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE user_bans (
+        name TEXT PRIMARY KEY,
+        banned INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        updated REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX jobs_job_type ON jobs (job_type)",
+    "CREATE INDEX jobs_owner_group ON jobs (owner_group)",
+)
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -175,7 +214,7 @@ def _statements(ddl: Sequence[str]) -> Migration:
 
 
 # MIGRATIONS[i] takes the schema from version i to version i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_statements(_V1),)
+MIGRATIONS: tuple[Migration, ...] = (_statements(_V1), _statements(_V2))
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

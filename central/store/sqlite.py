@@ -22,7 +22,9 @@ from central.models.job_states import JobStatus
 from central.store import _sqlite_data as data_sql
 from central.store import _sqlite_jobs as job_sql
 from central.store import _sqlite_pilots as pilot_sql
+from central.store import _sqlite_security as security_sql
 from central.store.records import (
+    BanRecord,
     FailoverRequestRecord,
     FileRecord,
     HeartbeatRecord,
@@ -35,6 +37,7 @@ from central.store.records import (
     PilotFilter,
     PilotRecord,
     PilotUpdate,
+    RevocationRecord,
     SandboxRecord,
     StatusCountRecord,
     StorageElementRecord,
@@ -328,3 +331,33 @@ class SqliteStore:
 
     async def get_sandbox(self, sandbox_id: str) -> SandboxRecord | None:
         return await self._read(data_sql.get_sandbox, sandbox_id)
+
+    # ---- security ----------------------------------------------------------------------------
+
+    async def add_revocation(self, revocation: RevocationRecord) -> RevocationRecord:
+        return await self._write(security_sql.add_revocation, revocation)
+
+    async def list_revocations(self) -> list[RevocationRecord]:
+        return await self._read(security_sql.list_revocations)
+
+    async def consume_registration(self, jti: str, expires: float) -> bool:
+        return await self._write(security_sql.consume_registration, jti, expires)
+
+    async def used_registrations(self, now: float) -> dict[str, float]:
+        return await self._read(security_sql.used_registrations, now)
+
+    async def prune_registrations(self, now: float) -> int:
+        return await self._write(security_sql.prune_registrations, now)
+
+    async def set_ban(self, kind: str, ban: BanRecord) -> None:
+        _check_ban_kind(kind)
+        await self._write(security_sql.set_ban, kind, ban)
+
+    async def list_bans(self, kind: str) -> list[BanRecord]:
+        _check_ban_kind(kind)
+        return await self._read(security_sql.list_bans, kind)
+
+
+def _check_ban_kind(kind: str) -> None:
+    if kind not in ("site", "user"):
+        raise ValueError(f"unknown ban kind {kind!r} (site or user)")

@@ -1,11 +1,17 @@
-"""Run a real central as a subprocess for integration tests.
+"""Run a real central as a subprocess for integration tests, with TLS and tokens on.
 
     from tests.support.central_process import running_central
 
     def test_something(tmp_path: Path) -> None:
         with running_central(tmp_path, {"central": {"stalled_after": 2.0}}) as central:
-            channel = open_sync_channel(central.target)
+            channel = central.sync_channel(central.user_token("alice"))
             ...
+
+Central serves TLS with a certificate from a test CA made under tmp_path/pki/ (`ca_path`);
+tokens are minted with central's own signing keys (`mint`, `user_token`, `admin_token`,
+`director_token`, `registration_token`), exactly as `gridpilot admin token issue --data-dir`
+does on a central host. `insecure=True` runs `central serve --insecure` (plaintext);
+`login=True` adds the mutual-TLS login port (`login_target`).
 
 The default configuration (see `default_config`) has one site `SITE` with CE `CE` / queue
 `QUEUE`, a local SE `LOCAL_SE` (its default output SE) and a failover SE `FAILOVER_SE`, both
@@ -26,7 +32,21 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from gridpilot.channel import (
+    ClientSecurity,
+    StaticToken,
+    TokenSource,
+    open_channel,
+    open_sync_channel,
+)
+from gridpilot.security.claims import Role
+from gridpilot.security.keys import KeySet
+from gridpilot.security.tls import ClientTls
+from gridpilot.security.tokens import TokenIssuer
 from tests.support import toml_writer
+from tests.support.pki import TestPki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,10 +105,21 @@ class CentralStartError(RuntimeError):
 
 
 class CentralHandle:
-    """A central subprocess. `target` is "127.0.0.1:PORT"; a restart keeps the port."""
+    """A central subprocess. `target` is "127.0.0.1:PORT"; a restart keeps the port.
 
-    def __init__(self, tmp_path: Path, config: dict[str, Any]) -> None:
+    Unless `insecure`, a test PKI is made under tmp_path/pki/ and its server certificate
+    fills `[security] tls_cert/tls_key` when the configuration names none."""
+
+    def __init__(self, tmp_path: Path, config: dict[str, Any], *, insecure: bool = False) -> None:
         self.tmp_path = tmp_path
+        self.insecure = insecure
+        self.pki: TestPki | None = None
+        if not insecure:
+            self.pki = TestPki(tmp_path / "pki")
+            security = dict(config.get("security", {}))
+            security.setdefault("tls_cert", str(self.pki.server_cert))
+            security.setdefault("tls_key", str(self.pki.server_key))
+            config = {**config, "security": security}
         self.config = config
         self.config_path = tmp_path / "central.toml"
         self.port_file = tmp_path / "central.port"
@@ -100,8 +131,84 @@ class CentralHandle:
             if se["url"].startswith("file://")
         }
         self.target = ""
+        # "host:port" of the mutual-TLS login port, when central serves one.
+        self.login_target = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._port = 0
+        self._issuer: TokenIssuer | None = None
+        self._keyset: KeySet | None = None
+
+    # ---- TLS and tokens ---------------------------------------------------------------------
+
+    @property
+    def ca_path(self) -> Path | None:
+        """The CA that signed central's certificate; None when insecure."""
+        return self.pki.ca_path if self.pki is not None else None
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    def mint(
+        self,
+        role: str,
+        sub: str,
+        *,
+        group: str = "",
+        lifetime: float = 3600,
+        **bindings: Any,
+    ) -> str:
+        """A token signed with central's own keys (role: "user", "site_director", ...)."""
+        if self._issuer is None or self._keyset is None:
+            security = self.config.get("security", {})
+            self._keyset = KeySet.load_or_create(self.keys_dir)
+            self._issuer = TokenIssuer(
+                self._keyset,
+                issuer=security.get("issuer", "gridpilot"),
+                audience=security.get("audience", "gridpilot"),
+            )
+        else:
+            self._keyset.reload()  # keys rotated meanwhile (`gridpilot admin keys rotate`)
+        token, _ = self._issuer.issue(
+            sub=sub, role=Role(role), group=group, lifetime=lifetime, **bindings
+        )
+        return token
+
+    def user_token(self, user: str, group: str = "belle_user") -> str:
+        role = {"belle_production": "production", "belle_admin": "admin"}.get(group, "user")
+        return self.mint(role, user, group=group)
+
+    def admin_token(self, name: str = "admin") -> str:
+        return self.mint("admin", name, group="belle_admin")
+
+    def director_token(self, sites: list[str], name: str = "director") -> str:
+        return self.mint("site_director", name, sites=sites)
+
+    def registration_token(
+        self, site: str = SITE, ce: str = CE, queue: str = QUEUE, director: str = "director"
+    ) -> str:
+        """A single-use pilot registration token, as MintPilotTokens would give."""
+        return self.mint(
+            "pilot_registration", director, lifetime=600, site=site, ce=ce, queue=queue
+        )
+
+    def client_security(
+        self,
+        token: str | TokenSource | None,
+        *,
+        cert: Path | None = None,
+        key: Path | None = None,
+    ) -> ClientSecurity:
+        source = StaticToken(token) if isinstance(token, str) else token
+        if self.ca_path is None:
+            return ClientSecurity.insecure(source)
+        return ClientSecurity(tls=ClientTls(ca=self.ca_path, cert=cert, key=key), token=source)
+
+    def channel(self, token: str | TokenSource | None) -> grpc.aio.Channel:
+        return open_channel(self.target, self.client_security(token))
+
+    def sync_channel(self, token: str | TokenSource | None) -> grpc.Channel:
+        return open_sync_channel(self.target, self.client_security(token))
 
     @property
     def pid(self) -> int:
@@ -139,6 +246,8 @@ class CentralHandle:
             "--grace",
             "1",
         ]
+        if self.insecure:
+            cmd.append("--insecure")
         if self._port:
             cmd += ["--listen", f"127.0.0.1:{self._port}"]
         env = dict(os.environ)
@@ -155,10 +264,12 @@ class CentralHandle:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.port_file.exists():
-                text = self.port_file.read_text().strip()
-                host, _, port = text.rpartition(":")
+                lines = self.port_file.read_text().splitlines()
+                host, _, port = lines[0].strip().rpartition(":")
                 self._port = int(port)
                 self.target = f"{host}:{port}"
+                login = [line.split()[1] for line in lines[1:] if line.startswith("login ")]
+                self.login_target = login[0] if login else ""
                 return
             if self._proc is not None and self._proc.poll() is not None:
                 raise CentralStartError(
@@ -204,9 +315,21 @@ class CentralHandle:
 
 @contextlib.contextmanager
 def running_central(
-    tmp_path: Path, config_overrides: dict[str, Any] | None = None
+    tmp_path: Path,
+    config_overrides: dict[str, Any] | None = None,
+    *,
+    insecure: bool = False,
+    login: bool = False,
 ) -> Iterator[CentralHandle]:
-    handle = CentralHandle(tmp_path, merge(default_config(tmp_path), config_overrides or {}))
+    """Central over TLS (plaintext with `insecure`), optionally with the login port."""
+    config = merge(default_config(tmp_path), config_overrides or {})
+    if login:
+        pki = TestPki(tmp_path / "pki")
+        config = merge(
+            config,
+            {"security": {"login_listen": "127.0.0.1:0", "tls_client_ca": str(pki.ca_path)}},
+        )
+    handle = CentralHandle(tmp_path, config, insecure=insecure)
     handle.start()
     try:
         yield handle

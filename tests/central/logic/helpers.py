@@ -18,11 +18,12 @@ from central.logic.submission import submit_jobs
 from central.logic.transitions import TransitionBatcher
 from central.matcher import Resources, TaskQueues
 from central.store.sqlite import SqliteStore
+from gridpilot.security.claims import Role
 from gridpilot.v1 import common_pb2
 from tests.support.central_process import CE, QUEUE, SITE
 from tests.support.inprocess import make_config
 
-ALICE = Caller("alice", "belle")
+ALICE = Caller("alice", Role.USER, group="belle_user")
 T0 = 1_800_000_000.0
 
 

@@ -3,13 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from central.logic.heartbeats import HeartbeatBuffer
-from central.logic.identity import Caller
 from central.logic.jobs import kill_jobs
 from central.logic.reports import report_status
 from central.logic.stalled import check_stalled_jobs
 from central.models.job_states import JobStatus
 from central.store.records import HeartbeatRecord, JobFilter
-from tests.central.logic.helpers import World, world
+from tests.central.logic.helpers import ALICE, World, world
 from tests.support.inprocess import run
 
 S = JobStatus
@@ -134,7 +133,7 @@ def test_quiet_kill_requested_job_ends_killed(tmp_path: Path) -> None:
                 w.store,
                 w.matcher,
                 w.sessions,
-                caller=Caller("alice", "belle"),
+                caller=ALICE,
                 where=JobFilter(job_ids=(1,)),
                 now=w.clock(),
             )

@@ -8,7 +8,7 @@ import pytest
 
 from gridpilot.v1 import data_pb2
 from tests.support.central_process import SITE
-from tests.support.inprocess import as_user, inprocess_central, run
+from tests.support.inprocess import inprocess_central, run
 
 LFN = "/belle/data/run1/f1.root"
 
@@ -77,9 +77,9 @@ def test_storage_element_status(tmp_path: Path) -> None:
                 name="LOCAL-SE", read_allowed=False, write_allowed=True
             )
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await env.data.SetStorageElementStatus(request, metadata=as_user("alice"))
+                await env.data.SetStorageElementStatus(request, metadata=env.as_user("alice"))
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            admin = as_user("ops", "admin")
+            admin = env.as_admin()
             await env.data.SetStorageElementStatus(request, metadata=admin)
             await env.data.RegisterReplicas(
                 data_pb2.RegisterReplicasRequest(

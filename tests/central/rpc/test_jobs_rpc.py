@@ -9,10 +9,7 @@ from central.store.records import FileRecord
 from gridpilot.v1 import common_pb2, jobs_pb2
 from tests.central.rpc.pilot_helpers import register, request_job
 from tests.support.central_process import LOCAL_SE, SITE
-from tests.support.inprocess import Env, as_user, inprocess_central, run
-
-ALICE = as_user("alice")
-BOB = as_user("bob")
+from tests.support.inprocess import Env, Metadata, inprocess_central, run
 
 
 def spec(**kw: object) -> common_pb2.JobSpec:
@@ -21,8 +18,11 @@ def spec(**kw: object) -> common_pb2.JobSpec:
     return common_pb2.JobSpec(**fields)  # type: ignore[arg-type]
 
 
-async def submit(env: Env, *specs: common_pb2.JobSpec, md: object = ALICE) -> list[int]:
-    reply = await env.jobs.SubmitJobs(jobs_pb2.SubmitJobsRequest(jobs=specs), metadata=md)  # type: ignore[arg-type]
+async def submit(env: Env, *specs: common_pb2.JobSpec, md: Metadata | None = None) -> list[int]:
+    """Submit as `md` (alice by default)."""
+    reply = await env.jobs.SubmitJobs(
+        jobs_pb2.SubmitJobsRequest(jobs=specs), metadata=md or env.as_user("alice")
+    )
     return list(reply.job_ids)
 
 
@@ -112,7 +112,7 @@ def test_kill_waiting_and_running_jobs(tmp_path: Path) -> None:
             assert matched.job_id == 1
             reply = await env.jobs.KillJobs(
                 jobs_pb2.KillJobsRequest(selection=jobs_pb2.JobSelection(job_ids=ids[:2])),
-                metadata=ALICE,
+                metadata=env.as_user("alice"),
             )
             results = {r.job_id: r for r in reply.results}
             assert results[1].ok
@@ -129,7 +129,7 @@ def test_kill_waiting_and_running_jobs(tmp_path: Path) -> None:
             # Killing again reports per job, without error.
             again = await env.jobs.KillJobs(
                 jobs_pb2.KillJobsRequest(selection=jobs_pb2.JobSelection(job_ids=[2])),
-                metadata=ALICE,
+                metadata=env.as_user("alice"),
             )
             assert not again.results[0].ok
             assert "already Killed" in again.results[0].message
@@ -142,19 +142,20 @@ def test_actions_need_a_selection_and_respect_owners(tmp_path: Path) -> None:
         async with inprocess_central(tmp_path) as env:
             await submit(env, spec())
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await env.jobs.KillJobs(jobs_pb2.KillJobsRequest(), metadata=ALICE)
+                await env.jobs.KillJobs(jobs_pb2.KillJobsRequest(), metadata=env.as_user("alice"))
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            # Bob may not kill Alice's job: by id it is refused per job ...
-            reply = await env.jobs.KillJobs(
-                jobs_pb2.KillJobsRequest(selection=jobs_pb2.JobSelection(job_ids=[1])),
-                metadata=BOB,
-            )
-            assert not reply.results[0].ok
-            assert "permission denied" in reply.results[0].message
+            # Bob may not kill Alice's job: by id it is refused ...
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await env.jobs.KillJobs(
+                    jobs_pb2.KillJobsRequest(selection=jobs_pb2.JobSelection(job_ids=[1])),
+                    metadata=env.as_user("bob"),
+                )
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "may not kill job(s) 1 (owner alice)" in (err.value.details() or "")
             # ... by project it selects only Bob's own jobs (none) ...
             reply = await env.jobs.KillJobs(
                 jobs_pb2.KillJobsRequest(selection=jobs_pb2.JobSelection(project="proj1")),
-                metadata=BOB,
+                metadata=env.as_user("bob"),
             )
             assert list(reply.results) == []
             # ... and naming Alice as owner is refused outright.
@@ -163,7 +164,7 @@ def test_actions_need_a_selection_and_respect_owners(tmp_path: Path) -> None:
                     jobs_pb2.KillJobsRequest(
                         selection=jobs_pb2.JobSelection(project="proj1", owner="alice")
                     ),
-                    metadata=BOB,
+                    metadata=env.as_user("bob"),
                 )
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
             job = await env.central.store.get_job(1)
@@ -173,19 +174,20 @@ def test_actions_need_a_selection_and_respect_owners(tmp_path: Path) -> None:
             # An admin may.
             reply = await env.jobs.KillJobs(
                 jobs_pb2.KillJobsRequest(selection=jobs_pb2.JobSelection(job_ids=[1])),
-                metadata=as_user("ops", "admin"),
+                metadata=env.as_admin(),
             )
             assert reply.results[0].ok
 
     run(body())
 
 
-def test_bad_identity_is_unauthenticated(tmp_path: Path) -> None:
+def test_bad_token_is_unauthenticated(tmp_path: Path) -> None:
     async def body() -> None:
         async with inprocess_central(tmp_path) as env:
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await submit(env, spec(), md=as_user("../etc"))
+                await submit(env, spec(), md=env.bearer("not-a-token"))
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "malformed" in (err.value.details() or "")
 
     run(body())
 
@@ -198,18 +200,22 @@ def test_delete_and_reschedule(tmp_path: Path) -> None:
             sel = jobs_pb2.JobSelection(job_ids=[1])
             # A waiting job cannot be rescheduled; it can be deleted.
             r = await env.jobs.RescheduleJobs(
-                jobs_pb2.RescheduleJobsRequest(selection=sel), metadata=ALICE
+                jobs_pb2.RescheduleJobsRequest(selection=sel), metadata=env.as_user("alice")
             )
             assert not r.results[0].ok
-            d = await env.jobs.DeleteJobs(jobs_pb2.DeleteJobsRequest(selection=sel), metadata=ALICE)
+            d = await env.jobs.DeleteJobs(
+                jobs_pb2.DeleteJobsRequest(selection=sel), metadata=env.as_user("alice")
+            )
             assert d.results[0].ok
             assert [j.job_id for j in await all_jobs(env)] == [2]
             assert 1 not in c.matcher  # type: ignore[operator]
             # Job 2 is killed, then rescheduled: new attempt, back to Waiting and matchable.
             sel2 = jobs_pb2.JobSelection(job_ids=[2])
-            await env.jobs.KillJobs(jobs_pb2.KillJobsRequest(selection=sel2), metadata=ALICE)
+            await env.jobs.KillJobs(
+                jobs_pb2.KillJobsRequest(selection=sel2), metadata=env.as_user("alice")
+            )
             r = await env.jobs.RescheduleJobs(
-                jobs_pb2.RescheduleJobsRequest(selection=sel2), metadata=ALICE
+                jobs_pb2.RescheduleJobsRequest(selection=sel2), metadata=env.as_user("alice")
             )
             assert r.results[0].ok
             got = await env.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=2))
@@ -224,14 +230,18 @@ def test_delete_and_reschedule(tmp_path: Path) -> None:
             assert 2 in c.matcher  # type: ignore[operator]
             # MaxRescheduling: after 3 reschedules a user reschedule is refused.
             for _ in range(2):
-                await env.jobs.KillJobs(jobs_pb2.KillJobsRequest(selection=sel2), metadata=ALICE)
+                await env.jobs.KillJobs(
+                    jobs_pb2.KillJobsRequest(selection=sel2), metadata=env.as_user("alice")
+                )
                 r = await env.jobs.RescheduleJobs(
-                    jobs_pb2.RescheduleJobsRequest(selection=sel2), metadata=ALICE
+                    jobs_pb2.RescheduleJobsRequest(selection=sel2), metadata=env.as_user("alice")
                 )
                 assert r.results[0].ok
-            await env.jobs.KillJobs(jobs_pb2.KillJobsRequest(selection=sel2), metadata=ALICE)
+            await env.jobs.KillJobs(
+                jobs_pb2.KillJobsRequest(selection=sel2), metadata=env.as_user("alice")
+            )
             r = await env.jobs.RescheduleJobs(
-                jobs_pb2.RescheduleJobsRequest(selection=sel2), metadata=ALICE
+                jobs_pb2.RescheduleJobsRequest(selection=sel2), metadata=env.as_user("alice")
             )
             assert not r.results[0].ok
             assert "Maximum of reschedulings reached" in r.results[0].message
@@ -243,13 +253,13 @@ def test_summarize_projects(tmp_path: Path) -> None:
     async def body() -> None:
         async with inprocess_central(tmp_path) as env:
             await submit(env, spec(), spec(), spec(project="other"))
-            await submit(env, spec(), md=BOB)
+            await submit(env, spec(), md=env.as_user("bob"))
             await env.jobs.KillJobs(
                 jobs_pb2.KillJobsRequest(selection=jobs_pb2.JobSelection(job_ids=[1])),
-                metadata=ALICE,
+                metadata=env.as_user("alice"),
             )
             reply = await env.jobs.SummarizeProjects(
-                jobs_pb2.SummarizeProjectsRequest(), metadata=ALICE
+                jobs_pb2.SummarizeProjectsRequest(), metadata=env.as_user("alice")
             )
             by_project = {p.project: {c.status: c.count for c in p.counts} for p in reply.projects}
             assert by_project == {

@@ -9,8 +9,8 @@ import pytest
 
 from central.models.pilot_states import PilotState
 from gridpilot.v1 import common_pb2, jobs_pb2, pilots_pb2
-from tests.central.rpc.pilot_helpers import register, request_job
-from tests.central.rpc.test_jobs_rpc import ALICE, spec, submit
+from tests.central.rpc.pilot_helpers import pilot_md, register, request_job
+from tests.central.rpc.test_jobs_rpc import spec, submit
 from tests.support.central_process import FAILOVER_SE, LOCAL_SE, SITE
 from tests.support.inprocess import Env, inprocess_central, run
 
@@ -197,7 +197,7 @@ def test_pilot_terminated_after_a_kill_request_is_killed(tmp_path: Path) -> None
             assert await request_job(env, pilot_id) is not None
             await env.jobs.KillJobs(
                 jobs_pb2.KillJobsRequest(selection=jobs_pb2.JobSelection(job_ids=[1])),
-                metadata=ALICE,
+                metadata=env.as_user("alice"),
             )
             reply = await env.pilots.FinishJob(
                 pilots_pb2.FinishJobRequest(
@@ -285,7 +285,7 @@ def test_stale_attempt_is_refused(tmp_path: Path) -> None:
             await report(env, 1, 1, common_pb2.JOB_STATUS_RUNNING)
             r = await env.jobs.RescheduleJobs(
                 jobs_pb2.RescheduleJobsRequest(selection=jobs_pb2.JobSelection(job_ids=[1])),
-                metadata=ALICE,
+                metadata=env.as_user("alice"),
             )
             assert r.results[0].ok
             for call in (
@@ -367,7 +367,7 @@ async def _session(
         while (item := await up.get()) is not None:
             yield item
 
-    return env.pilots.PilotSession(requests())
+    return env.pilots.PilotSession(requests(), metadata=pilot_md(env, pilot_id))
 
 
 def test_session_heartbeats_and_kill_command(tmp_path: Path) -> None:
@@ -394,7 +394,7 @@ def test_session_heartbeats_and_kill_command(tmp_path: Path) -> None:
 
             await env.jobs.KillJobs(
                 jobs_pb2.KillJobsRequest(selection=jobs_pb2.JobSelection(job_ids=[1])),
-                metadata=ALICE,
+                metadata=env.as_user("alice"),
             )
             down = await asyncio.wait_for(call.read(), 5)
             assert isinstance(down, pilots_pb2.PilotSessionDown)
@@ -414,7 +414,8 @@ def test_session_heartbeats_and_kill_command(tmp_path: Path) -> None:
             reply = await env.pilots.FinishJob(
                 pilots_pb2.FinishJobRequest(
                     job_id=1, attempt=1, exit_category=common_pb2.EXIT_CATEGORY_KILLED
-                )
+                ),
+                metadata=env.as_pilot(pilot_id),
             )
             assert reply.status == common_pb2.JOB_STATUS_KILLED
             await up2.put(None)

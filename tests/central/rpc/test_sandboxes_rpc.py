@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from gridpilot.v1 import sandboxes_pb2
-from tests.support.inprocess import Env, as_user, inprocess_central, run
+from tests.support.inprocess import Env, inprocess_central, run
 
 LIMIT = 100_000
 SMALL = {"central": {"sandbox_max_bytes": LIMIT}}
@@ -43,7 +43,7 @@ def test_upload_download_roundtrip_and_dedup(tmp_path: Path) -> None:
     async def body() -> None:
         async with inprocess_central(tmp_path, SMALL) as env:
             data = bytes(range(256)) * 300  # 76,800 bytes, several chunks
-            reply = await env.sandboxes.UploadSandbox(_stream(data), metadata=as_user("alice"))
+            reply = await env.sandboxes.UploadSandbox(_stream(data), metadata=env.as_user("alice"))
             assert reply.sandbox_id == hashlib.sha256(data).hexdigest()
             assert reply.size == len(data)
             record = await env.central.store.get_sandbox(reply.sandbox_id)

@@ -12,12 +12,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gridpilot.channel import open_sync_channel
 from gridpilot.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, pilots_pb2, pilots_pb2_grpc
 from tests.central.rpc.pilot_helpers import resources
-from tests.support.central_process import REPO_ROOT, running_central
-
-ALICE = (("x-gridpilot-user", "alice"),)
+from tests.support.central_process import CE, QUEUE, REPO_ROOT, SITE, running_central
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,6 +47,12 @@ def test_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     assert wrong_listen.returncode == 2
     assert "HOST:PORT" in wrong_listen.stderr
 
+    # Serving needs TLS unless --insecure is explicit; the message names the missing key.
+    no_tls = _serve("--config", str(good))
+    assert no_tls.returncode == 2
+    assert "security.tls_cert is required" in no_tls.stderr
+    assert no_tls.stderr.strip().count("\n") == 0
+
 
 def test_port_in_use_exits_1(tmp_path: Path) -> None:
     with socket.socket() as busy:
@@ -58,7 +61,7 @@ def test_port_in_use_exits_1(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         config = tmp_path / "c.toml"
         config.write_text(f'[central]\ndata_dir = "{tmp_path / "data"}"\n')
-        result = _serve("--config", str(config), "--listen", f"127.0.0.1:{port}")
+        result = _serve("--config", str(config), "--listen", f"127.0.0.1:{port}", "--insecure")
     assert result.returncode == 1
     assert "cannot" in result.stderr
 
@@ -66,7 +69,9 @@ def test_port_in_use_exits_1(tmp_path: Path) -> None:
 def test_health_reflection_sigterm_and_restart(tmp_path: Path) -> None:
     with running_central(tmp_path) as central:
         assert central.port_file.read_text().strip() == central.target
-        with open_sync_channel(central.target) as channel:
+        alice = central.user_token("alice")
+        # Health and reflection answer without a token (probes); the rest needs one.
+        with central.sync_channel(None) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             for service in ("", "gridpilot.v1.JobService", "gridpilot.v1.PilotService"):
                 reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -84,14 +89,14 @@ def test_health_reflection_sigterm_and_restart(tmp_path: Path) -> None:
                 "gridpilot.v1.SiteDirectorService",
                 "gridpilot.v1.DataService",
                 "gridpilot.v1.SandboxService",
+                "gridpilot.v1.AuthService",
+                "gridpilot.v1.AdminService",
                 "grpc.health.v1.Health",
             } <= names
-
+        with central.sync_channel(alice) as channel:
             jobs = jobs_pb2_grpc.JobServiceStub(channel)
             spec = common_pb2.JobSpec(project="p", release="r1")
-            submitted = jobs.SubmitJobs(
-                jobs_pb2.SubmitJobsRequest(jobs=[spec, spec]), metadata=ALICE, timeout=5
-            )
+            submitted = jobs.SubmitJobs(jobs_pb2.SubmitJobsRequest(jobs=[spec, spec]), timeout=5)
             assert list(submitted.job_ids) == [1, 2]
 
         pid = central.pid
@@ -99,7 +104,9 @@ def test_health_reflection_sigterm_and_restart(tmp_path: Path) -> None:
         assert "central.stopped" in central.log_text()
         central.start()
         assert central.pid != pid
-        with open_sync_channel(central.target) as channel:
+        # Tokens minted before the restart are still valid: the keys are in the data dir.
+        pilot = central.mint("pilot", "p1", pilot_id="p1", site=SITE, ce=CE, queue=QUEUE)
+        with central.sync_channel(pilot) as channel:
             # The waiting jobs were rebuilt into the matcher from the store.
             pilots = pilots_pb2_grpc.PilotServiceStub(channel)
             got = [
@@ -111,7 +118,7 @@ def test_health_reflection_sigterm_and_restart(tmp_path: Path) -> None:
             assert got == [1, 2, 0]
         # A crash (SIGKILL) loses nothing that was acknowledged.
         central.restart(crash=True)
-        with open_sync_channel(central.target) as channel:
+        with central.sync_channel(alice) as channel:
             jobs = jobs_pb2_grpc.JobServiceStub(channel)
             listed = jobs.ListJobs(jobs_pb2.ListJobsRequest(), timeout=5)
             assert [j.status for j in listed.jobs] == [common_pb2.JOB_STATUS_MATCHED] * 2
