@@ -1,27 +1,44 @@
-"""Client-side settings and a blocking connection to central, for the CLI commands.
+"""Client-side settings, the user's token and a blocking connection to central, for the CLI.
 
-Where central is: `--central HOST:PORT`, else the environment variable GRIDPILOT_CENTRAL, else
-the key `central` in `~/.config/gridpilot/client.toml` (`$XDG_CONFIG_HOME` is honoured).
+Settings, by precedence (command-line option, then environment, then the key in
+`~/.config/gridpilot/client.toml`; `$XDG_CONFIG_HOME` is honoured):
 
-Who the caller is travels as gRPC metadata: `x-gridpilot-user` (GRIDPILOT_USER, else the login
-name) and `x-gridpilot-group` (GRIDPILOT_GROUP, default "belle_user"). Signed tokens replace this
-with the security issue; keeping it in one place here makes that a one-module change.
+    central   --central HOST:PORT   GRIDPILOT_CENTRAL   central = "HOST:PORT"
+    login     --login HOST:PORT     GRIDPILOT_LOGIN     login = "HOST:PORT"  (mutual-TLS login port)
+    CA        -                     GRIDPILOT_CA        ca = "/path/ca.pem"  (verifies central)
+    user cert -                     GRIDPILOT_CERT/KEY  cert = "...", key = "..." (gb2_proxy_init)
+    token     --token-file FILE     GRIDPILOT_TOKEN_FILE  (default ~/.config/gridpilot/token)
+    plaintext -                     GRIDPILOT_INSECURE=1  insecure = true  (warns on every use)
+
+Who the caller is comes from the token (`gb2_proxy_init` stores it): central verifies it on
+every call; the client only decodes it to say who you are and when it expires.
 """
 
 from __future__ import annotations
 
-import getpass
 import os
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import jwt
 
-from gridpilot.channel import open_sync_channel
+from gridpilot.channel import (
+    ClientSecurity,
+    StaticToken,
+    TokenFileError,
+    open_sync_channel,
+    read_token_file,
+)
+from gridpilot.security.tls import ClientTls
 from gridpilot.v1 import (
+    admin_pb2_grpc,
+    auth_pb2_grpc,
     data_pb2_grpc,
     jobs_pb2_grpc,
     sandboxes_pb2_grpc,
@@ -29,14 +46,16 @@ from gridpilot.v1 import (
 )
 
 ENV_CENTRAL = "GRIDPILOT_CENTRAL"
-ENV_USER = "GRIDPILOT_USER"
-ENV_GROUP = "GRIDPILOT_GROUP"
+ENV_LOGIN = "GRIDPILOT_LOGIN"
+ENV_CA = "GRIDPILOT_CA"
+ENV_CERT = "GRIDPILOT_CERT"
+ENV_KEY = "GRIDPILOT_KEY"
+ENV_TOKEN_FILE = "GRIDPILOT_TOKEN_FILE"
+ENV_INSECURE = "GRIDPILOT_INSECURE"
 ENV_TIMEOUT = "GRIDPILOT_RPC_TIMEOUT"
-DEFAULT_GROUP = "belle_user"
-USER_METADATA_KEY = "x-gridpilot-user"
-GROUP_METADATA_KEY = "x-gridpilot-group"
 # Interactive commands should fail fast rather than hang on a dead central.
 DEFAULT_TIMEOUT = 20.0
+LOGIN_HINT = "run gb2_proxy_init -g <group>"
 
 T = TypeVar("T")
 
@@ -57,9 +76,24 @@ class CentralRequestError(ClientError):
         self.code = code
 
 
-def config_path() -> Path:
+class TokenMissingError(ClientError):
+    """There is no token file: the user has not logged in."""
+
+
+class TokenExpiredError(ClientError):
+    """The stored token's lifetime is over."""
+
+
+# ---- settings ----------------------------------------------------------------------------------
+
+
+def config_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "gridpilot" / "client.toml"
+    return Path(base) / "gridpilot"
+
+
+def config_path() -> Path:
+    return config_dir() / "client.toml"
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -72,6 +106,17 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise ClientError(f"cannot read client config {path}: {exc}") from exc
 
 
+def _config_value(key: str) -> tuple[str | None, str]:
+    """A string setting from client.toml and where it came from."""
+    path = config_path()
+    value = _read_config_file(path).get(key)
+    if value is None:
+        return None, str(path)
+    if not isinstance(value, str) or not value.strip():
+        raise ClientError(f"key {key!r} in {path} must be a non-empty string")
+    return value.strip(), str(path)
+
+
 def _check_target(target: str, origin: str) -> str:
     target = target.strip()
     host, sep, port = target.rpartition(":")
@@ -80,37 +125,96 @@ def _check_target(target: str, origin: str) -> str:
     return target
 
 
+def _address(cli_value: str | None, option: str, env: str, key: str) -> str | None:
+    if cli_value:
+        return _check_target(cli_value, option)
+    env_value = os.environ.get(env, "").strip()
+    if env_value:
+        return _check_target(env_value, env)
+    value, origin = _config_value(key)
+    return _check_target(value, origin) if value else None
+
+
 def resolve_central(cli_value: str | None = None) -> str:
     """The central address, by precedence: option, environment, client config file."""
-    if cli_value:
-        return _check_target(cli_value, "--central")
-    env_value = os.environ.get(ENV_CENTRAL, "").strip()
-    if env_value:
-        return _check_target(env_value, ENV_CENTRAL)
+    target = _address(cli_value, "--central", ENV_CENTRAL, "central")
+    if target is None:
+        raise ClientError(
+            f"no central address: use --central HOST:PORT, set {ENV_CENTRAL}, "
+            f'or put central = "HOST:PORT" in {config_path()}'
+        )
+    return target
+
+
+def resolve_login(cli_value: str | None = None) -> str:
+    """Central's login port (mutual TLS with the user certificate)."""
+    target = _address(cli_value, "--login", ENV_LOGIN, "login")
+    if target is None:
+        raise ClientError(
+            f"no login address for certificate login: use --login HOST:PORT, set {ENV_LOGIN}, "
+            f'or put login = "HOST:PORT" in {config_path()}'
+        )
+    return target
+
+
+def _path_setting(env: str, key: str) -> Path | None:
+    value = os.environ.get(env, "").strip()
+    if value:
+        return Path(value).expanduser()
+    from_file, _origin = _config_value(key)
+    return Path(from_file).expanduser() if from_file else None
+
+
+def resolve_insecure() -> bool:
+    raw = os.environ.get(ENV_INSECURE, "").strip().lower()
+    if raw:
+        if raw in ("1", "true", "yes"):
+            return True
+        if raw in ("0", "false", "no"):
+            return False
+        raise ClientError(f"{ENV_INSECURE}={raw!r}: use 1 or 0")
     path = config_path()
-    value = _read_config_file(path).get("central")
-    if isinstance(value, str) and value.strip():
-        return _check_target(value, str(path))
-    if value is not None:
-        raise ClientError(f"key 'central' in {path} must be a HOST:PORT string")
-    raise ClientError(
-        f"no central address: use --central HOST:PORT, set {ENV_CENTRAL}, "
-        f'or put central = "HOST:PORT" in {path}'
-    )
+    value = _read_config_file(path).get("insecure", False)
+    if not isinstance(value, bool):
+        raise ClientError(f"key 'insecure' in {path} must be true or false")
+    return value
 
 
-def resolve_user() -> str:
-    user = os.environ.get(ENV_USER, "").strip()
-    if user:
-        return user
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError) as exc:
-        raise ClientError(f"cannot tell who you are: set {ENV_USER}") from exc
+def resolve_ca() -> Path:
+    ca = _path_setting(ENV_CA, "ca")
+    if ca is None:
+        raise ClientError(
+            f"no CA certificate to verify central with: set {ENV_CA} or put "
+            f'ca = "/path/ca.pem" in {config_path()}'
+        )
+    if not ca.is_file():
+        raise ClientError(f"CA certificate {ca} does not exist")
+    return ca
 
 
-def resolve_group() -> str:
-    return os.environ.get(ENV_GROUP, "").strip() or DEFAULT_GROUP
+def resolve_user_cert() -> tuple[Path, Path] | None:
+    """The user certificate and key for login, when configured (or in ~/.globus)."""
+    cert = _path_setting(ENV_CERT, "cert")
+    key = _path_setting(ENV_KEY, "key")
+    if cert is None and key is None:
+        globus = Path.home() / ".globus"
+        cert, key = globus / "usercert.pem", globus / "userkey.pem"
+        return (cert, key) if cert.is_file() and key.is_file() else None
+    if cert is None or key is None:
+        raise ClientError(f"a user certificate needs both {ENV_CERT} and {ENV_KEY} (cert, key)")
+    for path in (cert, key):
+        if not path.is_file():
+            raise ClientError(f"user certificate file {path} does not exist")
+    return cert, key
+
+
+def token_file_path(cli_value: Path | None = None) -> Path:
+    if cli_value is not None:
+        return cli_value.expanduser()
+    env_value = os.environ.get(ENV_TOKEN_FILE, "").strip()
+    if env_value:
+        return Path(env_value).expanduser()
+    return config_dir() / "token"
 
 
 def resolve_timeout() -> float:
@@ -126,24 +230,118 @@ def resolve_timeout() -> float:
     return value
 
 
+def transport(cert: tuple[Path, Path] | None = None) -> ClientTls | None:
+    """TLS towards central (None when plaintext was asked for)."""
+    if resolve_insecure():
+        return None
+    ca = resolve_ca()
+    if cert is None:
+        return ClientTls(ca=ca)
+    return ClientTls(ca=ca, cert=cert[0], key=cert[1])
+
+
+# ---- the token ---------------------------------------------------------------------------------
+
+
+def format_epoch(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What a token says about its holder, decoded WITHOUT verification (central verifies)."""
+
+    subject: str
+    group: str
+    role: str
+    vo: str
+    issuer: str
+    jti: str
+    expires: float
+    sites: tuple[str, ...] = ()
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= self.expires
+
+    def seconds_left(self, now: float | None = None) -> float:
+        return max(0.0, self.expires - (time.time() if now is None else now))
+
+
+def decode_token(token: str) -> TokenInfo:
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise ClientError(f"the stored token is not a valid token ({exc}): {LOGIN_HINT}") from exc
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float):
+        raise ClientError(f"the stored token has no expiry: {LOGIN_HINT}")
+    sites = claims.get("sites") or ()
+    return TokenInfo(
+        subject=str(claims.get("sub", "")),
+        group=str(claims.get("group", "")),
+        role=str(claims.get("role", "")),
+        vo=str(claims.get("vo", "")),
+        issuer=str(claims.get("iss", "")),
+        jti=str(claims.get("jti", "")),
+        expires=float(exp),
+        sites=tuple(str(s) for s in sites) if isinstance(sites, list) else (),
+    )
+
+
+def load_token(path: Path, *, allow_expired: bool = False) -> tuple[str, TokenInfo]:
+    """The stored token and what it says; one clear error when it is missing or expired."""
+    if not path.exists():
+        raise TokenMissingError(f"no token: {LOGIN_HINT} (no token file {path})")
+    try:
+        token = read_token_file(path)
+    except TokenFileError as exc:
+        raise ClientError(str(exc)) from exc
+    info = decode_token(token)
+    if info.expired() and not allow_expired:
+        group = f" -g {info.group}" if info.group else ""
+        raise TokenExpiredError(
+            f"your token expired at {format_epoch(info.expires)}: run gb2_proxy_init{group}"
+        )
+    return token, info
+
+
 @dataclass(frozen=True)
 class ClientSettings:
+    """Where central is, how to reach it and the caller's token."""
+
     central: str
-    user: str
-    group: str
+    token: str
+    tls: ClientTls | None
     timeout: float = DEFAULT_TIMEOUT
+    # From the token (unverified): who the commands act as by default.
+    user: str = ""
+    group: str = ""
 
     @classmethod
-    def resolve(cls, central: str | None = None) -> ClientSettings:
+    def resolve(
+        cls, central: str | None = None, *, token_file: Path | None = None
+    ) -> ClientSettings:
+        target = resolve_central(central)
+        token, info = load_token(token_file_path(token_file))
         return cls(
-            central=resolve_central(central),
-            user=resolve_user(),
-            group=resolve_group(),
+            central=target,
+            token=token,
+            tls=transport(),
             timeout=resolve_timeout(),
+            user=info.subject,
+            group=info.group,
         )
 
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((USER_METADATA_KEY, self.user), (GROUP_METADATA_KEY, self.group))
+    def security(self) -> ClientSecurity:
+        return ClientSecurity(self.tls, StaticToken(self.token) if self.token else None)
+
+
+# ---- errors and the connection -----------------------------------------------------------------
+
+
+def _tls_failure(details: str) -> bool:
+    lowered = details.lower()
+    return any(word in lowered for word in ("handshake", "certificate", "ssl", "tls"))
 
 
 def translate_rpc_error(exc: grpc.RpcError, target: str) -> ClientError:
@@ -151,14 +349,21 @@ def translate_rpc_error(exc: grpc.RpcError, target: str) -> ClientError:
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
     if code is grpc.StatusCode.UNAVAILABLE:
+        if _tls_failure(details):
+            return CentralUnreachableError(
+                f"TLS handshake with central at {target} failed (is {ENV_CA} the CA that "
+                f"signed central's certificate?): {details}"
+            )
         return CentralUnreachableError(f"cannot reach central at {target}: {details}")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return CentralUnreachableError(f"central at {target} did not answer in time: {details}")
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        return CentralRequestError(f"not authenticated: {details} ({LOGIN_HINT})", code)
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        return CentralRequestError(f"permission denied: {details}", code)
     if code in (
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.ALREADY_EXISTS,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -169,7 +374,7 @@ def translate_rpc_error(exc: grpc.RpcError, target: str) -> ClientError:
 
 @dataclass
 class CentralClient:
-    """Blocking stubs to central with identity metadata and a deadline on every call.
+    """Blocking stubs to central with the caller's token and a deadline on every call.
 
     Use as a context manager; `call(stub.Method, request)` turns gRPC errors into ClientError.
     """
@@ -178,7 +383,7 @@ class CentralClient:
     _channel: grpc.Channel | None = field(default=None, init=False, repr=False)
 
     def __enter__(self) -> CentralClient:
-        self._channel = open_sync_channel(self.settings.central)
+        self._channel = open_sync_channel(self.settings.central, self.settings.security())
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -211,14 +416,18 @@ class CentralClient:
     def site_directors(self) -> sitedirectors_pb2_grpc.SiteDirectorServiceStub:
         return sitedirectors_pb2_grpc.SiteDirectorServiceStub(self.channel)
 
+    @property
+    def auth(self) -> auth_pb2_grpc.AuthServiceStub:
+        return auth_pb2_grpc.AuthServiceStub(self.channel)
+
+    @property
+    def admin(self) -> admin_pb2_grpc.AdminServiceStub:
+        return admin_pb2_grpc.AdminServiceStub(self.channel)
+
     def call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
-        """A unary (or stream-request) call with deadline and identity."""
+        """A unary (or stream-request) call with a deadline."""
         try:
-            return method(
-                request,
-                timeout=timeout or self.settings.timeout,
-                metadata=self.settings.metadata(),
-            )
+            return method(request, timeout=timeout or self.settings.timeout)
         except grpc.RpcError as exc:
             raise translate_rpc_error(exc, self.settings.central) from exc
 
@@ -227,11 +436,6 @@ class CentralClient:
     ) -> Iterator[T]:
         """A server-streaming call; errors while iterating become ClientError too."""
         try:
-            responses = method(
-                request,
-                timeout=timeout or self.settings.timeout,
-                metadata=self.settings.metadata(),
-            )
-            yield from responses
+            yield from method(request, timeout=timeout or self.settings.timeout)
         except grpc.RpcError as exc:
             raise translate_rpc_error(exc, self.settings.central) from exc

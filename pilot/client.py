@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
-from gridpilot.channel import open_channel
+from gridpilot.channel import ClientSecurity, MutableToken, open_channel
 from gridpilot.logs import get_logger
 from gridpilot.v1 import pilots_pb2, pilots_pb2_grpc
 from pilot.backoff import Backoff
@@ -60,11 +60,16 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 class PilotClient:
-    """One channel to central and the PilotService calls a pilot makes."""
+    """One channel to central and the PilotService calls a pilot makes.
+
+    The channel's token starts as the registration token; `use_token` switches every later
+    call (and the next session stream) to the pilot session token central answered with.
+    """
 
     def __init__(
         self,
         target: str,
+        security: ClientSecurity,
         *,
         rpc_timeout: float = 30.0,
         backoff_initial: float = 1.0,
@@ -74,8 +79,15 @@ class PilotClient:
         self.rpc_timeout = rpc_timeout
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
-        self._channel = open_channel(target)
+        source = security.token
+        self._token = (
+            source if isinstance(source, MutableToken) else MutableToken(security.current_token())
+        )
+        self._channel = open_channel(target, ClientSecurity(security.tls, self._token))
         self._stub: PilotServiceAsyncStub = pilots_pb2_grpc.PilotServiceStub(self._channel)
+
+    def use_token(self, token: str) -> None:
+        self._token.set(token)
 
     def new_backoff(self) -> Backoff:
         return Backoff(initial=self._backoff_initial, maximum=self._backoff_max)

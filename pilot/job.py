@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridpilot.channel import write_token_file
 from gridpilot.logs import get_logger
 from gridpilot.v1 import pilots_pb2
 from pilot.logtail import tail_lines
@@ -26,6 +27,8 @@ from pilot.proctree import TreeSample, kill_tree, sample_tree
 log = get_logger(__name__)
 
 JOB_FILE = "job.pb"
+# The job token central issued with the match: the wrapper's only credential.
+JOB_TOKEN_FILE = "job.token"
 WRAPPER_LOG = "wrapper.log"
 PAYLOAD_LOG = "payload.log"
 REPORT_DONE = "report.done"
@@ -50,10 +53,19 @@ class WrapperSettings:
     python: str = sys.executable
     module: str = "wrapper"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # How the wrapper verifies central (None + insecure: plaintext).
+    ca: Path | None = None
+    insecure: bool = False
 
     def command(self, job_dir: Path, wall_limit: float | None) -> list[str]:
         argv = [self.python, "-m", self.module, "--central", self.central]
         argv += ["--job-dir", str(job_dir), "--site", self.site]
+        # The token travels in a private file, never on the command line (ps shows argv).
+        argv += ["--token-file", str(job_dir / JOB_TOKEN_FILE)]
+        if self.insecure:
+            argv.append("--insecure")
+        elif self.ca is not None:
+            argv += ["--ca", str(self.ca)]
         if self.software_setup:
             argv += ["--software-setup", self.software_setup]
         # Whole seconds, and only a positive limit: the wrapper refuses 0.
@@ -74,7 +86,7 @@ def _prepare_dir(work_dir: Path, job_id: int, attempt: int) -> Path:
         aside = job_dir.with_name(f"{job_dir.name}.old-{int(time.time())}")
         job_dir.rename(aside)
         log.warning("job.dir_moved_aside", job_id=job_id, attempt=attempt, to=str(aside))
-    job_dir.mkdir(parents=True)
+    job_dir.mkdir(parents=True, mode=0o700)
     return job_dir
 
 
@@ -142,7 +154,12 @@ class RunningJob:
         """Create the job directory, write job.pb and start the wrapper in its own session."""
         try:
             job_dir = _prepare_dir(work_dir, matched.job_id, matched.attempt)
-            (job_dir / JOB_FILE).write_bytes(matched.SerializeToString())
+            write_token_file(job_dir / JOB_TOKEN_FILE, matched.job_token)
+            # job.pb without the token: the token's one copy on disk is the private job.token.
+            described = pilots_pb2.MatchedJob()
+            described.CopyFrom(matched)
+            described.ClearField("job_token")
+            (job_dir / JOB_FILE).write_bytes(described.SerializeToString())
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (_CODE_ROOT, env.get("PYTHONPATH", "")) if p

@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from gridpilot.channel import TokenFileError, consume_token_file
 from gridpilot.logs import configure_logging, get_logger
 from pilot.exit_codes import PilotExitCode
 from pilot.node import NodeLimits
@@ -56,11 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after central is unreachable this long with no job running",
     )
     add("--min-disk-mb", type=int, default=1024, help="free disk needed in the work dir")
+    add("--ca", type=Path, default=None, help="CA certificate that signed central's certificate")
+    add(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="the single-use registration token from the site director (removed once read)",
+    )
+    add("--insecure", action="store_true", help="plaintext to central (tests only; warns)")
     add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
+def read_registration_token(path: Path | None) -> str:
+    """The registration token, read once: the file is removed so it cannot be used again."""
+    if path is None:
+        raise ValueError("no registration token: --token-file FILE (the site director gives one)")
+    try:
+        return consume_token_file(path)
+    except TokenFileError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 def settings_from_args(args: argparse.Namespace) -> PilotSettings:
+    # Checked before the single-use token is read (and removed) on a command line that fails.
+    if args.ca is None and not args.insecure:
+        raise ValueError("a CA certificate (--ca) is needed to verify central, or --insecure")
+    if args.ca is not None and not args.ca.is_file():
+        raise ValueError(f"CA certificate {args.ca} does not exist")
     tags = tuple(t.strip() for group in args.tags for t in group.split(",") if t.strip())
     return PilotSettings(
         central=args.central,
@@ -81,6 +105,9 @@ def settings_from_args(args: argparse.Namespace) -> PilotSettings:
         kill_grace=args.kill_grace,
         unreachable_timeout=args.unreachable_timeout,
         node_limits=NodeLimits(min_disk_free_mb=args.min_disk_mb),
+        ca=args.ca.resolve() if args.ca is not None else None,
+        insecure=args.insecure,
+        registration_token=read_registration_token(args.token_file),
     )
 
 

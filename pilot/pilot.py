@@ -67,6 +67,8 @@ class Pilot:
             software_setup=settings.software_setup,
             python=settings.wrapper_python,
             module=settings.wrapper_module,
+            ca=settings.ca,
+            insecure=settings.insecure,
         )
 
     async def __aenter__(self) -> Pilot:
@@ -155,6 +157,7 @@ class Pilot:
         self.low_disk = node.disk_free_bytes < s.node_limits.min_disk_free_mb * MIB
         self._client = PilotClient(
             s.central,
+            s.security(),
             rpc_timeout=s.rpc_timeout,
             backoff_initial=s.retry_backoff_initial,
             backoff_max=s.retry_backoff_max,
@@ -218,6 +221,11 @@ class Pilot:
             )
             return PilotExitCode.REGISTRATION_FAILED
         self.pilot_id = answer.pilot_id or s.pilot_id
+        if not answer.pilot_token:
+            log.error("pilot.no_session_token", pilot_id=self.pilot_id)
+            return PilotExitCode.REGISTRATION_FAILED
+        # The registration token is spent: every later call acts as this pilot.
+        self.client.use_token(answer.pilot_token)
         if s.heartbeat_period is None and answer.heartbeat_period > 0:
             self.heartbeat_period = answer.heartbeat_period
         log.info(

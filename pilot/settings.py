@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridpilot.channel import ClientSecurity, MutableToken
 from pilot.node import NodeLimits
 
 
@@ -55,6 +56,11 @@ class PilotSettings:
     node_limits: NodeLimits = field(default_factory=NodeLimits)
     wrapper_python: str = sys.executable
     wrapper_module: str = "wrapper"
+    # The CA that signed central's certificate (None only with insecure: plaintext).
+    ca: Path | None = None
+    insecure: bool = False
+    # The single-use token the site director minted for this pilot; never logged.
+    registration_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         problems = []
@@ -75,5 +81,15 @@ class PilotSettings:
                 problems.append(f"{name} must not be negative")
         if self.heartbeat_period is not None and self.heartbeat_period <= 0:
             problems.append("heartbeat_period must be positive")
+        if self.ca is None and not self.insecure:
+            problems.append("a CA certificate (--ca) is needed to verify central, or --insecure")
+        if not self.registration_token:
+            problems.append("no registration token (--token-file, given by the site director)")
         if problems:
             raise ValueError("invalid pilot settings: " + "; ".join(problems))
+
+    def security(self) -> ClientSecurity:
+        """TLS towards central and a token source that starts as the registration token."""
+        return ClientSecurity.from_options(
+            ca=self.ca, insecure=self.insecure, token=MutableToken(self.registration_token)
+        )

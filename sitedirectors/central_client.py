@@ -1,4 +1,5 @@
-"""The director's view of central's SiteDirectorService: typed calls, proto kept inside."""
+"""The director's view of central (SiteDirectorService, and AuthService for pilot tokens):
+typed calls, proto kept inside; every call carries the director's token."""
 
 from __future__ import annotations
 
@@ -8,11 +9,20 @@ from dataclasses import dataclass
 import grpc
 
 from central.models.pilot_states import FINAL_PILOT_STATES, PilotState
-from gridpilot.channel import open_sync_channel
+from gridpilot.channel import ClientSecurity, open_sync_channel
 from gridpilot.enums import pilot_state_from_proto, pilot_state_to_proto
-from gridpilot.v1 import common_pb2, sitedirectors_pb2, sitedirectors_pb2_grpc
+from gridpilot.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    common_pb2,
+    sitedirectors_pb2,
+    sitedirectors_pb2_grpc,
+)
 from sitedirectors.config import QueueSection
 from sitedirectors.demand import QueueDemandView
+
+# Central's cap on registration tokens per MintPilotTokens call.
+MAX_TOKENS_PER_CALL = 1000
 
 ACTIVE_PILOT_STATES: tuple[PilotState, ...] = tuple(
     s for s in PilotState if s not in FINAL_PILOT_STATES
@@ -75,14 +85,39 @@ class CentralClient:
     """Blocking calls; each waits for a (re)connection up to `timeout` instead of failing fast,
     so a director rides out a central restart within one call."""
 
-    def __init__(self, target: str, director: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, target: str, director: str, security: ClientSecurity, timeout: float = 30.0
+    ) -> None:
         self.director = director
         self.timeout = timeout
-        self._channel = open_sync_channel(target)
+        self._channel = open_sync_channel(target, security)
         self._stub = sitedirectors_pb2_grpc.SiteDirectorServiceStub(self._channel)
+        self._auth = auth_pb2_grpc.AuthServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
+
+    def mint_pilot_tokens(self, queue: QueueSection, count: int) -> list[str]:
+        """Single-use registration tokens for `count` pilots of the queue."""
+        tokens: list[str] = []
+        while len(tokens) < count:
+            request = auth_pb2.MintPilotTokensRequest(
+                site=queue.site,
+                ce=queue.ce,
+                queue=queue.name,
+                count=min(count - len(tokens), MAX_TOKENS_PER_CALL),
+                lifetime=queue.pilot.token_lifetime,
+            )
+            try:
+                response = self._auth.MintPilotTokens(
+                    request, timeout=self.timeout, wait_for_ready=True
+                )
+            except grpc.RpcError as exc:
+                raise _central_error("MintPilotTokens", exc) from exc
+            if not response.tokens:
+                break
+            tokens += response.tokens
+        return tokens
 
     def get_demand(self, queues: Sequence[QueueSection]) -> dict[str, QueueDemandView]:
         request = sitedirectors_pb2.GetPilotDemandRequest(

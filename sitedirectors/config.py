@@ -10,6 +10,9 @@ log_cap_bytes = 65536            # tail of a failed pilot's log sent to central
 cleanup_after = 86400.0          # seconds a finished pilot's files are kept
 rpc_timeout = 30.0               # deadline of each call to central
 log_level = "INFO"
+ca = "/etc/gridpilot/ca.pem"     # CA that signed central's certificate (also given to pilots)
+token_file = "/etc/gridpilot/director.token"   # this director's site_director token (0600)
+insecure = false                 # plaintext to central: tests only, logs a warning
 
 [[queues]]
 name = "kek-long"                # unique; central's queue name
@@ -36,6 +39,8 @@ software_setup = ""              # template handed to the pilot (--software-setu
 command = []                     # pilot command; empty = [<this python>, "-m", "pilot"]
 extra_args = []                  # appended to the pilot command
 environment = {}                 # extra environment for the pilot
+token_lifetime = 0.0             # registration token lifetime (s) for pilots that wait in a
+                                 # batch queue; 0 = central's default (600 s)
 
 [queues.backend_options]         # free-form; validated by the backend itself
 """
@@ -68,6 +73,12 @@ class DirectorSection(_Strict):
     # Deadline of each call to central, in seconds.
     rpc_timeout: float = 30.0
     log_level: str = "INFO"
+    # The CA that signed central's certificate; pilots get it too (--ca).
+    ca: str = ""
+    # This director's site_director token (from `gridpilot admin service-token` or the
+    # offline `gridpilot admin token issue`); re-read when replaced.
+    token_file: str = ""
+    insecure: bool = False
 
 
 class PilotSection(_Strict):
@@ -79,6 +90,9 @@ class PilotSection(_Strict):
     command: list[str] = msgspec.field(default_factory=list)
     extra_args: list[str] = msgspec.field(default_factory=list)
     environment: dict[str, str] = msgspec.field(default_factory=dict)
+    # How long a pilot's registration token stays valid (a pilot may wait in a batch queue
+    # before it starts); 0 = central's default, central caps it.
+    token_lifetime: float = 0.0
 
 
 class QueueSection(_Strict):
@@ -127,6 +141,10 @@ def _validate_director(d: DirectorSection, problems: list[str]) -> None:
         problems.append(f"director.log_level must be one of {', '.join(_LOG_LEVELS)}")
     if d.log_cap_bytes <= 0:
         problems.append("director.log_cap_bytes must be positive")
+    if not d.token_file.strip():
+        problems.append("director.token_file must name the director's token file")
+    if not d.insecure and not d.ca.strip():
+        problems.append("director.ca must name the CA certificate of central (or insecure = true)")
 
 
 def _validate_queue(q: QueueSection, problems: list[str]) -> None:
@@ -150,6 +168,8 @@ def _validate_queue(q: QueueSection, problems: list[str]) -> None:
         problems.append(f"{where}.pilot.idle_timeout must be positive")
     if q.pilot.max_jobs < 0:
         problems.append(f"{where}.pilot.max_jobs must not be negative")
+    if q.pilot.token_lifetime < 0:
+        problems.append(f"{where}.pilot.token_lifetime must not be negative")
 
 
 def _validate(cfg: DirectorConfig) -> None:

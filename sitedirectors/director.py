@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridpilot.channel import ClientSecurity, FileToken, TokenFileError
 from gridpilot.logs import get_logger
 from sitedirectors.base import BackendConfigError, BackendContext
 from sitedirectors.central_client import ACTIVE_PILOT_STATES, CentralClient, CentralError
@@ -35,6 +36,8 @@ from sitedirectors.submission import submit_pilots
 log = get_logger(__name__)
 
 JOURNAL_FILE = "journal.json"
+# Central's answers that concern one queue, not the director as a whole.
+_QUEUE_REFUSALS = frozenset({"INVALID_ARGUMENT", "PERMISSION_DENIED"})
 # Granularity of the sleep between cycles, i.e. how fast stop() is noticed.
 _STOP_POLL = 0.1
 
@@ -85,6 +88,19 @@ def queue_limits(queue: QueueSection) -> QueueLimits:
     )
 
 
+def director_security(config: DirectorConfig) -> ClientSecurity:
+    """TLS towards central and the director's token (ConfigError when unusable)."""
+    d = config.director
+    try:
+        token = FileToken(Path(d.token_file))
+    except TokenFileError as exc:
+        raise ConfigError(f"director.token_file: {exc}") from exc
+    ca = Path(d.ca) if d.ca else None
+    if ca is not None and not ca.is_file():
+        raise ConfigError(f"director.ca: CA certificate {ca} does not exist")
+    return ClientSecurity.from_options(ca=ca, insecure=d.insecure, token=token)
+
+
 class Director:
     def __init__(
         self,
@@ -100,7 +116,10 @@ class Director:
         self.journal = _load_journal(self.work_dir / JOURNAL_FILE)
         self.queues = self._create_backends(registry or default_registry())
         self.client = client or CentralClient(
-            config.director.central, config.director.name, timeout=config.director.rpc_timeout
+            config.director.central,
+            config.director.name,
+            director_security(config),
+            timeout=config.director.rpc_timeout,
         )
         self._clock = clock
         self._health: dict[str, QueueHealth] = {name: QueueHealth() for name in self.queues}
@@ -219,16 +238,16 @@ class Director:
         try:
             return self.client.get_demand(queues)
         except CentralError as exc:
-            if exc.code != "INVALID_ARGUMENT":
+            if exc.code not in _QUEUE_REFUSALS:
                 raise
-        # Central refused one queue's description (an unknown site...): find which, so
-        # only that queue sits out.
+        # Central refused one queue (an unknown site, or a site this director's token does
+        # not cover): find which, so only that queue sits out.
         demands: dict[str, QueueDemandView] = {}
         for queue in queues:
             try:
                 demands.update(self.client.get_demand([queue]))
             except CentralError as exc:
-                if exc.code != "INVALID_ARGUMENT":
+                if exc.code not in _QUEUE_REFUSALS:
                     raise
                 self._fail(queue.name, str(exc), report)
         return demands
@@ -243,6 +262,8 @@ class Director:
                 journal=self.journal,
                 central=self.config.director.central,
                 now=self._clock(),
+                ca=Path(self.config.director.ca).resolve() if self.config.director.ca else None,
+                insecure=self.config.director.insecure,
             )
         except CentralError:
             raise

@@ -7,9 +7,12 @@ status in `exit_code` when it ends:
     sh -c '"$@" >pilot.log 2>&1; echo $? >exit_code' gridpilot-pilot python -m pilot ...
 
 The pilot command travels as positional arguments, never through string splitting. The
-reference is `<pid>:<pilot_id>` (the launcher's PID, which is also the process group id).
-Everything needed to answer `status` lives in the directory, so a restarted director (a new
-backend instance) sees the same states. Backend options ([queues.backend_options]):
+pilot's registration token goes into `<pilot dir>/registration.token` (mode 0600; the pilot
+removes it once read) and is passed as `--token-file`, with the CA as `--ca`: never in argv,
+which every user on the host can read. The reference is `<pid>:<pilot_id>` (the launcher's
+PID, which is also the process group id). Everything needed to answer `status` lives in
+the directory, so a restarted director (a new backend instance) sees the same states.
+Backend options ([queues.backend_options]):
 
     pilots_dir = "/var/lib/gridpilot-director/pilots"   # default: <director work_dir>/pilots
     kill_grace = 10.0                                   # seconds between SIGTERM and SIGKILL
@@ -35,6 +38,7 @@ import psutil
 
 import sitedirectors
 from central.models.pilot_states import PilotState
+from gridpilot.channel import write_token_file
 from gridpilot.logs import get_logger
 from sitedirectors.base import (
     DEFAULT_LOG_CAP_BYTES,
@@ -62,6 +66,7 @@ NATIVE_STATES: dict[str, PilotState] = {
 LOG_FILE = "pilot.log"
 EXIT_CODE_FILE = "exit_code"
 PROCESS_FILE = "process.json"
+REGISTRATION_TOKEN_FILE = "registration.token"
 CANCELLED_FILE = "cancelled"
 
 # Written atomically (tmp + rename) so a reader never sees a half-written exit code.
@@ -69,6 +74,8 @@ _LAUNCHER = '"$@" >pilot.log 2>&1; echo $? >exit_code.tmp && mv exit_code.tmp ex
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 # Failures worth retrying next cycle: the host is short of something, not misconfigured.
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.ENOSPC, errno.EMFILE})
+# How long a launcher that wrote its exit code may take to exit (it does nothing else).
+_EXITING_GRACE = 2.0
 # Tolerance when checking that a PID still belongs to the process we started.
 _CREATE_TIME_SLACK = 0.5
 
@@ -161,6 +168,7 @@ class LocalBackend(Backend):
             return _start_failure(launch.pilot_id, pilot_dir, exc)
         try:
             (pilot_dir / "work").mkdir()
+            credentials = _credential_args(launch, pilot_dir)
             proc = subprocess.Popen(
                 [
                     self.shell,
@@ -168,6 +176,7 @@ class LocalBackend(Backend):
                     _LAUNCHER,
                     "gridpilot-pilot",
                     *launch.argv,
+                    *credentials,
                     "--work-dir",
                     str(pilot_dir / "work"),
                 ],
@@ -287,7 +296,7 @@ class LocalBackend(Backend):
                 log.warning("pilot.cleanup_skipped", reference=ref, reason="bad reference")
                 continue
             pilot_dir = self.pilots_dir / pilot_id
-            if self._alive(pid, pilot_dir):
+            if self._still_running(pid, pilot_dir):
                 log.warning("pilot.cleanup_skipped", pilot_id=pilot_id, reason="still running")
                 continue
             try:
@@ -297,6 +306,16 @@ class LocalBackend(Backend):
             except OSError as exc:
                 log.warning("pilot.cleanup_failed", pilot_id=pilot_id, error=str(exc))
 
+    def _still_running(self, pid: int, pilot_dir: Path) -> bool:
+        """Alive, unless it already wrote its exit code: then it is exiting, give it a moment."""
+        deadline = time.monotonic() + _EXITING_GRACE
+        while self._alive(pid, pilot_dir):
+            if _read_exit_code(pilot_dir) is None or time.monotonic() > deadline:
+                return True
+            time.sleep(0.02)
+            self._reap()
+        return False
+
     def close(self) -> None:
         self._reap()
 
@@ -304,6 +323,18 @@ class LocalBackend(Backend):
         for pid, proc in list(self._children.items()):
             if proc.poll() is not None:
                 del self._children[pid]
+
+
+def _credential_args(launch: PilotLaunch, pilot_dir: Path) -> list[str]:
+    """Write the registration token to a private file; the pilot's options naming it."""
+    args: list[str] = []
+    if launch.registration_token:
+        token_file = pilot_dir / REGISTRATION_TOKEN_FILE
+        write_token_file(token_file, launch.registration_token)
+        args += ["--token-file", str(token_file)]
+    if launch.ca is not None:
+        args += ["--ca", str(launch.ca)]
+    return args
 
 
 def _start_failure(pilot_id: str, pilot_dir: Path, exc: OSError) -> SubmitResult:

@@ -1,7 +1,9 @@
-"""Submitting one queue's pilots: record first, then submit, then send the references.
+"""Submitting one queue's pilots: mint their tokens, record them, submit, send the references.
 
-Order matters for durability: central's pilot record exists before the backend is asked, so
-a pilot that starts is never unknown to central. The backend's references then go to central
+Each pilot gets its own single-use registration token (central mints them for this
+director's sites only); minting comes first so a refusal records nothing. Order matters for
+durability: central's pilot record exists before the backend is asked, so a pilot that
+starts is never unknown to central. The backend's references then go to central
 (`UpdatePilots`) and to the journal, the director's local cache. Pilots the backend refused
 are marked Aborted in central with the backend's error, in the same call.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import sys
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from central.models.pilot_states import PilotState
 from gridpilot.logs import get_logger
@@ -38,8 +41,11 @@ class SubmissionReport:
     errors: list[str] = field(default_factory=list)
 
 
-def pilot_argv(queue: QueueSection, central: str, pilot_id: str) -> tuple[str, ...]:
-    """The pilot command for one pilot, without --work-dir (the backend adds it)."""
+def pilot_argv(
+    queue: QueueSection, central: str, pilot_id: str, *, insecure: bool = False
+) -> tuple[str, ...]:
+    """The pilot command for one pilot, without --work-dir, --token-file and --ca (the
+    backend adds them)."""
     p = queue.pilot
     command = p.command or [sys.executable, "-m", "pilot"]
     argv = [
@@ -72,6 +78,8 @@ def pilot_argv(queue: QueueSection, central: str, pilot_id: str) -> tuple[str, .
         argv += ["--software-setup", p.software_setup]
     if p.max_jobs > 0:
         argv += ["--max-jobs", str(p.max_jobs)]
+    if insecure:
+        argv.append("--insecure")
     return (*argv, *p.extra_args)
 
 
@@ -95,21 +103,34 @@ def submit_pilots(
     journal: Journal,
     central: str,
     now: float,
+    ca: Path | None = None,
+    insecure: bool = False,
 ) -> SubmissionReport:
-    """Submit `count` pilots to the queue. Raises CentralError when central cannot record them
-    (nothing is submitted then) or cannot take their references afterwards (the journal keeps
-    them and the next cycle's monitoring sends them); backend exceptions propagate after the
-    recorded pilots are marked Aborted."""
+    """Submit `count` pilots to the queue. Raises CentralError when central cannot mint their
+    tokens or record them (nothing is submitted then) or cannot take their references
+    afterwards (the journal keeps them and the next cycle's monitoring sends them); backend
+    exceptions propagate after the recorded pilots are marked Aborted."""
     report = SubmissionReport()
     if count <= 0:
         return report
-    pilot_ids = [uuid.uuid4().hex for _ in range(count)]
+    tokens = client.mint_pilot_tokens(queue, count)
+    if len(tokens) < count:
+        log.warning("pilots.fewer_tokens", queue=queue.name, asked=count, minted=len(tokens))
+    pilot_ids = [uuid.uuid4().hex for _ in tokens]
+    if not pilot_ids:
+        return report
     client.record_pilots([NewPilot(pid, queue, queue.backend, submitted=now) for pid in pilot_ids])
     request = SubmitRequest(
         queue=pilot_queue(queue),
         pilots=tuple(
-            PilotLaunch(pid, pilot_argv(queue, central, pid), queue.pilot.environment)
-            for pid in pilot_ids
+            PilotLaunch(
+                pid,
+                pilot_argv(queue, central, pid, insecure=insecure),
+                queue.pilot.environment,
+                registration_token=token,
+                ca=ca,
+            )
+            for pid, token in zip(pilot_ids, tokens, strict=True)
         ),
     )
     try:

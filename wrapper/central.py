@@ -14,8 +14,7 @@ from typing import TypeVar
 
 import grpc
 
-from gridpilot.channel import CHANNEL_OPTIONS
-from gridpilot.client import GROUP_METADATA_KEY, USER_METADATA_KEY
+from gridpilot.channel import ClientSecurity, open_sync_channel
 from gridpilot.logs import get_logger
 from gridpilot.v1 import (
     common_pb2,
@@ -74,17 +73,16 @@ def _details_of(exc: grpc.RpcError) -> str:
 
 @dataclass
 class CentralConnection:
-    """Stubs for one job attempt; `owner`/`group` travel as identity metadata."""
+    """Stubs for one job attempt, every call made with the job token in `security`."""
 
     target: str
     job_id: int
     attempt: int
-    owner: str = ""
-    group: str = ""
+    security: ClientSecurity
     retry_seconds: float = 900.0
 
     def __post_init__(self) -> None:
-        self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        self._channel = open_sync_channel(self.target, self.security)
         self._pilots = pilots_pb2_grpc.PilotServiceStub(self._channel)
         self._data = data_pb2_grpc.DataServiceStub(self._channel)
         self._sandboxes = sandboxes_pb2_grpc.SandboxServiceStub(self._channel)
@@ -92,18 +90,9 @@ class CentralConnection:
         # Tries the last `call` needed, and whether central has seen this attempt Running.
         self.last_tries = 0
         self.running_reported = False
-        self._metadata = tuple(
-            (key, value)
-            for key, value in ((USER_METADATA_KEY, self.owner), (GROUP_METADATA_KEY, self.group))
-            if value
-        )
 
     def close(self) -> None:
         self._channel.close()
-
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
 
     def call(self, what: str, fn: Callable[[], T], budget: float | None = None) -> T:
         """Run `fn` (one RPC), retrying transient failures for up to `budget` seconds."""
@@ -147,9 +136,7 @@ class CentralConnection:
         try:
             self.call(
                 "ReportJobStatus",
-                lambda: self._pilots.ReportJobStatus(
-                    request, timeout=RPC_TIMEOUT, metadata=self._metadata
-                ),
+                lambda: self._pilots.ReportJobStatus(request, timeout=RPC_TIMEOUT),
                 budget=budget,
             )
         except CentralError as exc:
@@ -174,9 +161,7 @@ class CentralConnection:
         try:
             response: pilots_pb2.FinishJobResponse = self.call(
                 "FinishJob",
-                lambda: self._pilots.FinishJob(
-                    request, timeout=RPC_TIMEOUT, metadata=self._metadata
-                ),
+                lambda: self._pilots.FinishJob(request, timeout=RPC_TIMEOUT),
             )
         except CentralError as exc:
             retried = self.last_tries > 1
@@ -195,7 +180,6 @@ class CentralConnection:
                 lambda: self._jobs.GetJob(
                     jobs_pb2.GetJobRequest(job_id=self.job_id),
                     timeout=RPC_TIMEOUT,
-                    metadata=self._metadata,
                 ),
             )
         except CentralError:
@@ -209,7 +193,7 @@ class CentralConnection:
         response: data_pb2.ListStorageElementsResponse = self.call(
             "ListStorageElements",
             lambda: self._data.ListStorageElements(
-                data_pb2.ListStorageElementsRequest(), timeout=RPC_TIMEOUT, metadata=self._metadata
+                data_pb2.ListStorageElementsRequest(), timeout=RPC_TIMEOUT
             ),
         )
         return {se.name: se for se in response.storage_elements}
@@ -218,7 +202,7 @@ class CentralConnection:
         request = data_pb2.GetReplicasRequest(lfns=lfns, site=site)
         response: data_pb2.GetReplicasResponse = self.call(
             "GetReplicas",
-            lambda: self._data.GetReplicas(request, timeout=RPC_TIMEOUT, metadata=self._metadata),
+            lambda: self._data.GetReplicas(request, timeout=RPC_TIMEOUT),
         )
         return list(response.files)
 
@@ -230,7 +214,6 @@ class CentralConnection:
             responses = self._sandboxes.DownloadSandbox(
                 sandboxes_pb2.DownloadSandboxRequest(sandbox_id=sandbox_id),
                 timeout=RPC_TIMEOUT * 10,
-                metadata=self._metadata,
             )
             with dest.open("wb") as out:
                 for chunk in responses:
@@ -259,8 +242,6 @@ class CentralConnection:
 
         response: sandboxes_pb2.UploadSandboxResponse = self.call(
             "UploadSandbox",
-            lambda: self._sandboxes.UploadSandbox(
-                requests(), timeout=RPC_TIMEOUT * 10, metadata=self._metadata
-            ),
+            lambda: self._sandboxes.UploadSandbox(requests(), timeout=RPC_TIMEOUT * 10),
         )
         return response.sandbox_id

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from gridpilot.channel import ClientSecurity, StaticToken, TokenFileError, consume_token_file
 from gridpilot.logs import configure_logging, get_logger
 from wrapper.central import CentralConnection, CentralError
 from wrapper.context import WRAPPER_LOG, JobContext, read_matched_job
@@ -32,6 +33,7 @@ class WrapperExit(IntEnum):
     REPORT_FAILED = 3
     BAD_JOB_FILE = 4
     PARENT_GONE = 5
+    NO_TOKEN = 6
     # Killed by SIGTERM/SIGINT: 128 + the signal number, as a shell would report it.
     TERMINATED = 128 + signal.SIGTERM
 
@@ -99,12 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("wrapper.bad_job_file", job_dir=str(job_dir), error=str(exc))
         return WrapperExit.BAD_JOB_FILE
+    try:
+        # Removed once read: the payload runs in this directory, as the same user.
+        token = consume_token_file(options.job_token_file)
+    except TokenFileError as exc:
+        log.error("wrapper.no_job_token", job_id=job.job_id, error=str(exc))
+        return WrapperExit.NO_TOKEN
+    security = ClientSecurity.from_options(
+        ca=options.ca, insecure=options.insecure, token=StaticToken(token)
+    )
     central = CentralConnection(
         options.central,
         job.job_id,
         job.attempt,
-        owner=job.spec.owner,
-        group=job.spec.group,
+        security,
         retry_seconds=options.central_retry_seconds,
     )
     ctx = JobContext(options=options, job=job, central=central)

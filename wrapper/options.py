@@ -27,6 +27,15 @@ class WrapperOptions:
     central_retry_seconds: float = DEFAULT_CENTRAL_RETRY_SECONDS
     heartbeat_file: Path | None = None
     log_level: str = "INFO"
+    # TLS towards central: the CA that signed its certificate (None only with insecure).
+    ca: Path | None = None
+    insecure: bool = False
+    # The job token (bound to this job and attempt); None: <job dir>/job.token.
+    token_file: Path | None = None
+
+    @property
+    def job_token_file(self) -> Path:
+        return self.token_file if self.token_file is not None else self.job_dir / "job.token"
 
 
 def _positive(text: str) -> float:
@@ -92,12 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write the payload's latest resource usage (JSON) here every watchdog period",
     )
+    parser.add_argument("--ca", type=Path, default=None, help="CA certificate of central")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="the job token (default: JOB_DIR/job.token); removed once read, so the payload "
+        "cannot pick it up",
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="plaintext to central (tests only; warns)"
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
 
 def parse_options(argv: list[str] | None) -> WrapperOptions:
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.ca is None and not ns.insecure:
+        parser.error("--ca FILE is needed to verify central (or --insecure for plaintext)")
     return WrapperOptions(
         central=ns.central,
         job_dir=ns.job_dir,
@@ -110,4 +133,7 @@ def parse_options(argv: list[str] | None) -> WrapperOptions:
         central_retry_seconds=ns.central_retry_seconds,
         heartbeat_file=ns.heartbeat_file,
         log_level=ns.log_level,
+        ca=ns.ca,
+        insecure=ns.insecure,
+        token_file=ns.token_file,
     )

@@ -1,11 +1,15 @@
-"""`gridpilot admin ...`: operator views of pilots and storage elements, and SE bans."""
+"""`gridpilot admin ...`: operator views of pilots and storage elements, SE bans, and the
+security actions of a running central (revocation, site and user bans, draining pilots,
+service tokens). Every call carries the operator's token (an admin's)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from central.models.pilot_states import PilotState
+from gridpilot.channel import write_token_file
 from gridpilot.cli.common import (
     EXIT_OK,
     CliError,
@@ -21,9 +25,13 @@ from gridpilot.cli.tables import (
     se_table,
     se_to_dict,
 )
-from gridpilot.client import CentralClient, ClientSettings
+from gridpilot.client import CentralClient, ClientSettings, format_epoch
 from gridpilot.enums import pilot_state_to_proto
-from gridpilot.v1 import data_pb2, sitedirectors_pb2
+from gridpilot.v1 import admin_pb2, auth_pb2, data_pb2, sitedirectors_pb2
+
+
+def _client(args: argparse.Namespace) -> CentralClient:
+    return CentralClient(ClientSettings.resolve(args.central, token_file=args.token_file))
 
 
 def parse_pilot_state(text: str) -> PilotState:
@@ -44,7 +52,7 @@ def _pilots(args: argparse.Namespace) -> int:
         states=[pilot_state_to_proto(s) for s in states],
         limit=args.limit,
     )
-    with CentralClient(ClientSettings.resolve(args.central)) as client:
+    with _client(args) as client:
         response: sitedirectors_pb2.ListPilotsResponse = client.call(
             client.site_directors.ListPilots, request
         )
@@ -67,7 +75,7 @@ def _list_ses(client: CentralClient) -> list[data_pb2.StorageElement]:
 
 
 def _ses(args: argparse.Namespace) -> int:
-    with CentralClient(ClientSettings.resolve(args.central)) as client:
+    with _client(args) as client:
         ses = _list_ses(client)
     if args.json:
         print(json.dumps([se_to_dict(se) for se in ses], indent=2))
@@ -82,7 +90,7 @@ def _ses(args: argparse.Namespace) -> int:
 def _se_status(args: argparse.Namespace) -> int:
     if args.read is None and args.write is None:
         raise UsageError("say what to change: --read/--no-read and/or --write/--no-write")
-    with CentralClient(ClientSettings.resolve(args.central)) as client:
+    with _client(args) as client:
         # The RPC sets both flags; keep the one the operator did not mention as it is.
         current = next((se for se in _list_ses(client) if se.name == args.name), None)
         if current is None:
@@ -102,7 +110,110 @@ def _se_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_ACTIONS = {"pilots": _pilots, "se": _ses, "se-status": _se_status}
+def _revoke(args: argparse.Namespace) -> int:
+    kinds = [
+        ("jti", args.jti),
+        ("user", args.user),
+        ("pilot_id", args.pilot),
+        ("site_director", args.site_director),
+    ]
+    kind, value = next((k, v) for k, v in kinds if v)
+    request = admin_pb2.RevokeRequest(reason=args.reason, **{kind: value})
+    with _client(args) as client:
+        client.call(client.admin.Revoke, request)
+    print(f"revoked {kind.removesuffix('_id')} {value}: its tokens are refused from now on")
+    return EXIT_OK
+
+
+def _revocations(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        response: admin_pb2.ListRevocationsResponse = client.call(
+            client.admin.ListRevocations, admin_pb2.ListRevocationsRequest()
+        )
+    revoked = list(response.revocations)
+    if args.json:
+        rows = [
+            {"kind": r.kind, "value": r.value, "reason": r.reason, "created": r.created_unix}
+            for r in revoked
+        ]
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in revoked:
+        reason = f" ({r.reason})" if r.reason else ""
+        print(f"{format_epoch(r.created_unix)}  {r.kind:<13} {r.value}{reason}")
+    print(f"{len(revoked)} revocation(s)")
+    return EXIT_OK
+
+
+def _ban(args: argparse.Namespace) -> int:
+    banned = not args.unban
+    what = args.admin_command.removeprefix("ban-")
+    with _client(args) as client:
+        if what == "site":
+            client.call(
+                client.admin.SetSiteBanned,
+                admin_pb2.SetSiteBannedRequest(site=args.name, banned=banned, reason=args.reason),
+            )
+        else:
+            client.call(
+                client.admin.SetUserBanned,
+                admin_pb2.SetUserBannedRequest(user=args.name, banned=banned, reason=args.reason),
+            )
+    print(f"{what} {args.name} {'banned' if banned else 'no longer banned'}")
+    return EXIT_OK
+
+
+def _drain(args: argparse.Namespace) -> int:
+    request = admin_pb2.DrainPilotsRequest(pilot_ids=args.pilot or [], site=args.site or "")
+    with _client(args) as client:
+        response: admin_pb2.DrainPilotsResponse = client.call(client.admin.DrainPilots, request)
+    drained = list(response.drained)
+    for pilot_id in drained:
+        print(pilot_id)
+    print(f"{len(drained)} pilot(s) told to drain")
+    return EXIT_OK
+
+
+def _service_token(args: argparse.Namespace) -> int:
+    sites = split_names([args.sites])
+    if args.role == "site_director" and not sites:
+        raise UsageError("a site director token needs --sites A,B")
+    if args.lifetime < 0:
+        raise UsageError("--lifetime must not be negative")
+    request = auth_pb2.IssueServiceTokenRequest(
+        subject=args.subject,
+        role=args.role,
+        group=args.group,
+        sites=sites,
+        lifetime=args.lifetime,
+    )
+    with _client(args) as client:
+        response: auth_pb2.IssueServiceTokenResponse = client.call(
+            client.auth.IssueServiceToken, request
+        )
+    if args.out is None:
+        print(response.token)
+        return EXIT_OK
+    out: Path = args.out
+    write_token_file(out, response.token)
+    print(
+        f"{args.role} token for {args.subject} (id {response.jti}) valid until "
+        f"{format_epoch(response.expires_unix)}, written to {out}"
+    )
+    return EXIT_OK
+
+
+_ACTIONS = {
+    "pilots": _pilots,
+    "se": _ses,
+    "se-status": _se_status,
+    "revoke": _revoke,
+    "revocations": _revocations,
+    "ban-site": _ban,
+    "ban-user": _ban,
+    "drain": _drain,
+    "service-token": _service_token,
+}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ tracebacks are for bugs only.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -68,9 +69,36 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+class _WarningLine(logging.Handler):
+    """Library warnings (e.g. a plaintext channel) as one `prog: warning: ...` line each."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(logging.WARNING)
+        self.prog = prog
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, object] = getattr(record, "fields", {})
+        text = fields.get("warning") or fields.get("error") or record.getMessage()
+        # sys.stderr looked up now: it may have been replaced since the handler was added.
+        print(f"{self.prog}: warning: {one_line(str(text))}", file=sys.stderr)
+
+
+def _show_warnings(prog: str) -> None:
+    # The marker gridpilot.logs.configure_logging puts on its handler.
+    if any(getattr(h, "_gridpilot_handler", False) for h in logging.getLogger().handlers):
+        return  # the process configured gridpilot's logging itself (a service)
+    gridpilot_logger = logging.getLogger("gridpilot")
+    for handler in gridpilot_logger.handlers:
+        if isinstance(handler, _WarningLine):
+            handler.prog = prog
+            return
+    gridpilot_logger.addHandler(_WarningLine(prog))
+
+
 def run_command(prog: str, body: Callable[[], int], stderr: TextIO | None = None) -> int:
     """Run a command body, turning expected failures into one stderr line and an exit code."""
     err = stderr or sys.stderr
+    _show_warnings(prog)
     try:
         return body()
     except SystemExit as exc:

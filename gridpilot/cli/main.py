@@ -5,11 +5,18 @@
     gridpilot admin pilots [--site S] [--status S] [--json]
     gridpilot admin se [--json]
     gridpilot admin se-status NAME --no-write
+    gridpilot admin revoke --jti J | --user U | --pilot P | --site-director D [--reason R]
+    gridpilot admin revocations [--json]
+    gridpilot admin ban-site SITE [--unban]      gridpilot admin ban-user USER [--unban]
+    gridpilot admin drain --pilot ID [--pilot ID2 ...] | --site S
+    gridpilot admin service-token --subject S --role site_director --sites A,B [--out FILE]
     gridpilot admin ca|cert|keys|token ...   (offline: CA, certificates, signing keys, tokens)
     gridpilot --version
 
-The components are imported only when their command runs, so `gridpilot --help` stays fast
-(no grpc, no asyncio loop) and a host with only the pilot installed can still run the pilot.
+Online admin commands act with the admin's token (the token file of gb2_proxy_init, or
+--token-file). The components are imported only when their command runs, so `gridpilot --help`
+stays fast (no grpc, no asyncio loop) and a host with only the pilot installed can still run
+the pilot.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 from gridpilot import __version__
@@ -74,6 +82,17 @@ def _run_component(command: str, rest: list[str]) -> int:
     return int(code or 0)
 
 
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    add_central_option(parser)
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the admin token (default: $GRIDPILOT_TOKEN_FILE, then ~/.config/gridpilot/token)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(PROG, "gridpilot: pilot-based workload management.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -94,17 +113,54 @@ def build_parser() -> argparse.ArgumentParser:
     pilots.add_argument("--status", action="append", metavar="STATE", help="only these states")
     pilots.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
     pilots.add_argument("--json", action="store_true", help="machine-readable output")
-    add_central_option(pilots)
+    _add_connection_options(pilots)
 
     ses = actions.add_parser("se", help="list storage elements")
     ses.add_argument("--json", action="store_true", help="machine-readable output")
-    add_central_option(ses)
+    _add_connection_options(ses)
 
     se_status = actions.add_parser("se-status", help="allow or ban reading/writing on an SE")
     se_status.add_argument("name", help="storage element name")
     se_status.add_argument("--read", action=argparse.BooleanOptionalAction, default=None)
     se_status.add_argument("--write", action=argparse.BooleanOptionalAction, default=None)
-    add_central_option(se_status)
+    _add_connection_options(se_status)
+
+    revoke = actions.add_parser("revoke", help="revoke a token, a user, a pilot or a director")
+    target = revoke.add_mutually_exclusive_group(required=True)
+    target.add_argument("--jti", help="one token, by its id (gb2_proxy_info shows it)")
+    target.add_argument("--user", help="every token of this user")
+    target.add_argument("--pilot", help="a pilot's session token and its jobs' tokens")
+    target.add_argument("--site-director", help="every token of this site director")
+    revoke.add_argument("--reason", default="", help="recorded with the revocation")
+    _add_connection_options(revoke)
+
+    revocations = actions.add_parser("revocations", help="list revocations")
+    revocations.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_connection_options(revocations)
+
+    for what in ("site", "user"):
+        ban = actions.add_parser(f"ban-{what}", help=f"ban a {what} (or lift the ban)")
+        ban.add_argument("name", metavar=what.upper(), help=f"the {what}'s name")
+        ban.add_argument("--unban", action="store_true", help="lift the ban")
+        ban.add_argument("--reason", default="", help="recorded with the ban")
+        _add_connection_options(ban)
+
+    drain = actions.add_parser("drain", help="tell pilots to take no new job")
+    drain_target = drain.add_mutually_exclusive_group(required=True)
+    drain_target.add_argument("--pilot", action="append", metavar="ID", help="repeatable")
+    drain_target.add_argument("--site", help="every connected pilot of this site")
+    _add_connection_options(drain)
+
+    service = actions.add_parser("service-token", help="issue a token for a service identity")
+    service.add_argument("--subject", required=True, help="e.g. the site director's name")
+    service.add_argument("--role", required=True, choices=["site_director", "production", "admin"])
+    service.add_argument("--sites", default="", help="site director: its sites, comma separated")
+    service.add_argument("--group", default="", help="production/admin: the group")
+    service.add_argument(
+        "--lifetime", type=float, default=0.0, metavar="SECONDS", help="0: central's default"
+    )
+    service.add_argument("--out", type=Path, default=None, help="write the token here (0600)")
+    _add_connection_options(service)
     return parser
 
 

@@ -1,6 +1,9 @@
 """The demo's processes and files: central, two site directors, three SE directories.
 
 Everything lives under one temporary root and every process is started here and stopped by PID.
+Every connection is TLS with tokens (gridpilot/demo/security.py): the user logs in with
+gb2_proxy_init and a client certificate, the directors use site_director tokens, and the
+demo's own reads (catalog, failover requests) use an operator token.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import psutil
 import tomli_w
@@ -23,56 +24,34 @@ from rich.console import Console
 
 from gridpilot.checksum import adler32_of_bytes
 from gridpilot.client import CentralClient, ClientSettings
+from gridpilot.demo.layout import (
+    DATASET_LPN,
+    OUTAGE_SE,
+    SITES,
+    DemoLayout,
+    central_config,
+    director_config,
+    short_name,
+)
 from gridpilot.demo.release import create_release, setup_template
+from gridpilot.demo.security import DemoPki, OfflineMinter
+from gridpilot.security.tls import ClientTls
 from gridpilot.v1 import data_pb2, jobs_pb2
 
-SITES = {
-    "LCG.KEK.jp": "KEK-SE",
-    "LCG.DESY.de": "DESY-SE",
-}
-FAILOVER_SITE = "LCG.CERN.ch"
-FAILOVER_SE = "CERN-FAILOVER"
-# The SE whose outage forces output failover during the demo.
-OUTAGE_SE = "DESY-SE"
-DATASET_LPN = "/belle/MC/demo/mdst/sub00"
+__all__ = ["OUTAGE_SE", "DemoCluster", "DemoLayout"]
+
 START_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class DemoLayout:
-    root: Path
-
-    @classmethod
-    def create(cls, root: Path) -> DemoLayout:
-        layout = cls(root)
-        for path in (layout.logs, layout.releases, layout.central_data, *layout.se_dirs.values()):
-            path.mkdir(parents=True, exist_ok=True)
-        return layout
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def releases(self) -> Path:
-        return self.root / "releases"
-
-    @property
-    def central_data(self) -> Path:
-        return self.root / "central"
-
-    @property
-    def se_dirs(self) -> dict[str, Path]:
-        names = [*SITES.values(), FAILOVER_SE]
-        return {name: self.root / "se" / name for name in names}
 
 
 class DemoCluster:
     def __init__(self, layout: DemoLayout, console: Console) -> None:
         self.layout = layout
         self.console = console
-        self.user = os.environ.get("GRIDPILOT_USER") or getpass.getuser()
+        self.user = getpass.getuser()
+        self.pki = DemoPki.create(layout.root, self.user)
         self.target = ""
+        self.login_target = ""
+        self._minter: OfflineMinter | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._client: CentralClient | None = None
 
@@ -94,9 +73,8 @@ class DemoCluster:
     # ---- processes ----
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["GRIDPILOT_CENTRAL"] = self.target
-        env["GRIDPILOT_USER"] = self.user
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDPILOT_")}
+        env.update(self.pki.cli_environment(self.target, self.login_target))
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -126,39 +104,7 @@ class DemoCluster:
             proc.wait(5)
 
     def start_central(self) -> None:
-        config: dict[str, Any] = {
-            "central": {
-                "listen": "127.0.0.1:0",
-                "data_dir": str(self.layout.central_data),
-                "heartbeat_period": 2.0,
-                "stalled_after": 30.0,
-                "reschedule_stalled_after": 15.0,
-                "stalled_check_period": 2.0,
-                "failover_period": 2.0,
-            },
-            "sites": [
-                *(
-                    {
-                        "name": site,
-                        "ces": [{"name": _ce_name(site), "queues": ["demo"]}],
-                        "local_ses": [se],
-                        "default_output_se": se,
-                    }
-                    for site, se in SITES.items()
-                ),
-                {"name": FAILOVER_SITE, "local_ses": [FAILOVER_SE]},
-            ],
-            "storage_elements": [
-                {
-                    "name": name,
-                    "site": next((s for s, se in SITES.items() if se == name), FAILOVER_SITE),
-                    "url": path.as_uri(),
-                }
-                for name, path in self.layout.se_dirs.items()
-            ],
-            "distances": {"LCG.KEK.jp": {"DESY-SE": 10}, "LCG.DESY.de": {"KEK-SE": 10}},
-            "failover": {"ses": [FAILOVER_SE]},
-        }
+        config = central_config(self.layout, self.pki)
         config_path = self.layout.root / "central.toml"
         config_path.write_text(tomli_w.dumps(config))
         port_file = self.layout.root / "central.addr"
@@ -167,47 +113,63 @@ class DemoCluster:
             ["-m", "central", "serve", "--config", str(config_path), "--port-file", str(port_file)],
         )
         deadline = time.monotonic() + START_TIMEOUT
-        while not port_file.exists():
+        while (addresses := _read_port_file(port_file)) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"central did not start; see {self.layout.logs}/central.log")
             time.sleep(0.1)
-        self.target = port_file.read_text().strip()
-        settings = ClientSettings(central=self.target, user=self.user, group="belle_user")
+        self.target, self.login_target = addresses
+        self._minter = OfflineMinter(self.layout.central_data)
+        settings = ClientSettings(
+            central=self.target,
+            token=self._minter.operator_token(),
+            tls=ClientTls(ca=self.pki.ca_cert),
+            user=self.user,
+            group="belle_user",
+        )
         self._client = CentralClient(settings).__enter__()
-        self.console.print(f"central listening on {self.target}")
+        self.console.print(
+            f"central listening on {self.target} (TLS; certificate login on {self.login_target})"
+        )
+
+    def log_in(self) -> None:
+        """The user's login, as they would type it: gb2_proxy_init with their certificate."""
+        code = self.run_cli("gb2_proxy_init", ["-g", "belle_user"])
+        if code != 0:
+            raise RuntimeError(
+                f"gb2_proxy_init failed (exit {code}); see {self.layout.logs}/cli.log"
+            )
+        self.console.print(
+            f"logged in as {self.user} (belle_user) with gb2_proxy_init and a client "
+            f"certificate; token in {self.pki.user_token_file}"
+        )
 
     def start_site_directors(self) -> None:
         create_release(self.layout.releases, "release-08-00-00")
         setup = setup_template(self.layout.releases)
+        if self._minter is None:
+            raise RuntimeError("central is not started")
         for site, _se in SITES.items():
-            short = _short(site)
-            config = {
-                "director": {
-                    "name": f"sd-{short}",
-                    "central": self.target,
-                    "cycle_period": 2.0,
-                    "work_dir": str(self.layout.root / "pilots" / short),
-                },
-                "queues": [
-                    {
-                        "name": "demo",
-                        "site": site,
-                        "ce": _ce_name(site),
-                        "backend": "local",
-                        "max_waiting": 2,
-                        "max_total": 3,
-                        "max_per_cycle": 2,
-                        "slots": 1,
-                        "cpu_time": 86400,
-                        "memory_mb": 2048,
-                        "pilot": {"idle_timeout": 8.0, "software_setup": setup},
-                    }
-                ],
-            }
+            short = short_name(site)
+            name = f"sd-{short}"
+            token_file = self._minter.director_token(
+                name, [site], self.pki.director_token_file(name)
+            )
+            config = director_config(
+                self.layout,
+                site,
+                name=name,
+                central=self.target,
+                ca=self.pki.ca_cert,
+                token_file=token_file,
+                software_setup=setup,
+            )
             path = self.layout.root / f"director-{short}.toml"
             path.write_text(tomli_w.dumps(config))
             self._spawn(f"director-{short}", ["-m", "sitedirectors", "--config", str(path)])
-        self.console.print(f"started site directors for {', '.join(SITES)}")
+        self.console.print(
+            f"started site directors for {', '.join(SITES)} (site_director tokens; each pilot "
+            "gets a single-use registration token)"
+        )
 
     def stop_pilots_and_directors(self) -> None:
         """Stop the directors, then any pilot they left running (pilots end by idle timeout)."""
@@ -336,15 +298,19 @@ class DemoCluster:
             self.console.print(f"[green]{name} is back[/]")
 
 
-def _short(site: str) -> str:
-    return site.split(".")[1].lower()
-
-
-def _ce_name(site: str) -> str:
-    return f"local.{_short(site)}"
+def _read_port_file(path: Path) -> tuple[str, str] | None:
+    """Central's main address (first line) and its login address ("login HOST:PORT");
+    None until both are there."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    login = next((line.split()[1] for line in lines[1:] if line.startswith("login ")), "")
+    return (lines[0].strip(), login) if login else None
 
 
 _CLI = {
+    "gb2_proxy_init": "gridpilot.cli.proxy:proxy_init_main",
     "gbasf2": "gridpilot.cli.gbasf2:main",
     "gb2_job_kill": "gridpilot.cli.gb2_jobs:job_kill_main",
     "gb2_ds_get": "gridpilot.cli.gb2_ds:ds_get_main",

@@ -1,6 +1,8 @@
 """`gridpilot demo`: the whole pilot loop on this machine, with no configuration.
 
-Central, two sites each with a local site director and its own SE directory, a failover SE at
+Secure as in production: a CA and certificates made for the run, TLS on every connection, the
+user logged in with gb2_proxy_init and a client certificate, tokens for directors, pilots and
+jobs. Central, two sites each with a local site director and its own SE directory, a failover SE at
 a third site, a generated dataset with replicas at both sites, a 20-job project submitted with
 the gbasf2 CLI, an SE outage that forces output failover, a job killed from the CLI, live
 progress, a summary, the output dataset downloaded with gb2_ds_get and every checksum verified.
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(cluster: DemoCluster, args: argparse.Namespace, console: Console, started: float) -> bool:
     deadline = started + args.timeout
     cluster.start_central()
+    cluster.log_in()
     dataset = cluster.register_dataset(args.jobs)
     cluster.start_site_directors()
     job_ids = cluster.submit_project(PROJECT, RELEASE, dataset, args.seconds_per_job)

@@ -13,7 +13,7 @@ from gridpilot.cli import gb2_ds
 from tests.cli.conftest import DATASET, N_FILES, CliRunner, register_files
 from tests.support.central_process import FAILOVER_SE, LOCAL_SE, SITE, CentralHandle
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("alice")]
 
 
 def test_ds_list(central: CentralHandle, run_cli: CliRunner) -> None:

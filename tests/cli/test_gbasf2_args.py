@@ -14,6 +14,7 @@ import pytest
 from gridpilot.cli import gbasf2
 from gridpilot.cli.common import EXIT_UNREACHABLE
 from gridpilot.v1 import common_pb2
+from tests.cli.conftest import offline_login
 
 
 def _closed_target() -> str:
@@ -89,9 +90,37 @@ def test_empty_dslist(steering: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "lists no dataset" in err
 
 
-def test_valid_input_then_unreachable_central(
+def test_valid_input_without_token_says_to_log_in(
     steering: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    code = gbasf2.main([str(steering), "-p", "ok", "-s", "r", "--force", "--central", "h:1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("gbasf2: error: no token: run gb2_proxy_init -g <group>")
+    assert err.count("\n") == 1
+
+
+def test_expired_token_says_when(
+    steering: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    offline_login(monkeypatch, tmp_path, lifetime=60, age=7200)
+    code = gbasf2.main([str(steering), "-p", "ok", "-s", "r", "--force", "--central", "h:1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("gbasf2: error: your token expired at ")
+    assert err.endswith(" UTC: run gb2_proxy_init -g belle_user\n")
+
+
+def test_valid_input_then_unreachable_central(
+    steering: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    offline_login(monkeypatch, tmp_path)
     target = _closed_target()
     code = gbasf2.main([str(steering), "-p", "ok", "-s", "r", "--central", target, "--force"])
     err = capsys.readouterr().err

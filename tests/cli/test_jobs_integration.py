@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 
-from gridpilot.channel import open_sync_channel
 from gridpilot.cli import gb2_jobs, gbasf2
 from gridpilot.cli.common import EXIT_ABORTED, EXIT_USAGE
 from gridpilot.v1 import jobs_pb2, jobs_pb2_grpc, sandboxes_pb2, sandboxes_pb2_grpc
 from tests.cli.conftest import DATASET, N_FILES, USER, CliRunner
 from tests.support.central_process import SITE, CentralHandle
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("alice")]
 
 
 def _status_json(run_cli: CliRunner, central: CentralHandle, *args: str) -> list[dict[str, Any]]:
@@ -68,7 +67,7 @@ def test_one_job_per_input_file(
     assert {j["owner"] for j in jobs} == {USER}
     assert {j["priority"] for j in jobs} == {3}
 
-    with open_sync_channel(central.target) as channel:
+    with central.sync_channel(central.user_token(USER)) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
         specs = [
             stub.GetJob(jobs_pb2.GetJobRequest(job_id=int(j["job_id"])), timeout=10).spec

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gridpilot.channel import open_sync_channel
+from gridpilot.channel import MutableToken
 from gridpilot.checksum import adler32_of_bytes
 from gridpilot.cli import gb2_ds, gb2_jobs, gbasf2
 from gridpilot.cli import main as umbrella
@@ -25,14 +25,13 @@ from gridpilot.v1 import (
     sandboxes_pb2,
     sandboxes_pb2_grpc,
 )
-from tests.cli.conftest import USER, CliRunner
+from tests.cli.conftest import USER, CliRunner, log_in
 from tests.support.central_process import CE, FAILOVER_SE, LOCAL_SE, QUEUE, SITE, CentralHandle
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("alice")]
 
 PROJECT = "outproj"
 LOG_TEXT = "basf2: processed 10 events\n"
-AS_WRAPPER = (("x-gridpilot-user", USER),)
 
 
 def _output_sandbox() -> bytes:
@@ -45,22 +44,28 @@ def _output_sandbox() -> bytes:
 
 
 def _run_one_job(central: CentralHandle) -> tuple[int, str, bytes]:
-    """Act as pilot and wrapper for one job; returns (job id, pilot id, output file data)."""
+    """Act as pilot and wrapper for one job, each with its own token (registration, then
+    pilot session, then the job token); returns (job id, pilot id, output file data)."""
     resources = common_pb2.ResourceDescription(
         site=SITE, ce=CE, queue=QUEUE, cpu_time_left=86400, cores=1, memory_mb=4096
     )
-    with open_sync_channel(central.target) as channel:
+    token = MutableToken(central.registration_token())
+    with central.sync_channel(token) as channel:
         pilots = pilots_pb2_grpc.PilotServiceStub(channel)
-        pilot_id = pilots.RegisterPilot(
+        registered = pilots.RegisterPilot(
             pilots_pb2.RegisterPilotRequest(
                 resources=resources, node=pilots_pb2.NodeInfo(hostname="wn01", cores=1)
             ),
             timeout=10,
-        ).pilot_id
+        )
+        pilot_id = registered.pilot_id
+        token.set(registered.pilot_token)
         matched = pilots.RequestJob(
             pilots_pb2.RequestJobRequest(pilot_id=pilot_id, resources=resources), timeout=10
         ).job
         job_id, attempt = matched.job_id, matched.attempt
+        # From here on the wrapper's part: everything with the job token.
+        token.set(matched.job_token)
         pilots.ReportJobStatus(
             pilots_pb2.ReportJobStatusRequest(
                 job_id=job_id,
@@ -91,7 +96,6 @@ def _run_one_job(central: CentralHandle) -> tuple[int, str, bytes]:
                         sandboxes_pb2.UploadSandboxRequest(data=sandbox),
                     ]
                 ),
-                metadata=AS_WRAPPER,
                 timeout=10,
             )
             .sandbox_id
@@ -120,8 +124,8 @@ def finished(central: CentralHandle) -> tuple[int, str, bytes]:
     steering.write_text("print('hello')\n")
     argv = [str(steering), "-p", PROJECT, "-s", "release-08-00-00", "--force"]
     with pytest.MonkeyPatch.context() as mp:
-        # Module scope runs before the per-test client_env fixture: set the user here too.
-        mp.setenv("GRIDPILOT_USER", USER)
+        # Module scope runs before the per-test fixtures: log in here too.
+        log_in(mp, central, central.tmp_path / "finished.token")
         assert gbasf2.main([*argv, "--central", central.target]) == 0
         done = _run_one_job(central)
         assert gbasf2.main([*argv, "--central", central.target]) == 0
@@ -161,9 +165,17 @@ def test_ds_get_of_a_project(
 
 
 def test_admin_pilots(
-    central: CentralHandle, finished: tuple[int, str, bytes], run_cli: CliRunner
+    central: CentralHandle,
+    finished: tuple[int, str, bytes],
+    run_cli: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     _, pilot_id, _ = finished
+    user = run_cli(umbrella.main, ["admin", "pilots", "--json", *_c(central)])
+    assert user.code != 0
+    assert user.err.startswith("gridpilot admin pilots: error: permission denied: ")
+    log_in(monkeypatch, central, tmp_path / "ops.token", "ops", "belle_admin")
     result = run_cli(umbrella.main, ["admin", "pilots", "--json", *_c(central)])
     assert result.code == 0, result.err
     pilots = json.loads(result.out)
@@ -179,7 +191,7 @@ def test_admin_pilots(
 
 
 def test_admin_storage_elements(
-    central: CentralHandle, run_cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+    central: CentralHandle, run_cli: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     listed = run_cli(umbrella.main, ["admin", "se", "--json", *_c(central)])
     assert listed.code == 0, listed.err
@@ -190,10 +202,10 @@ def test_admin_storage_elements(
     refused = run_cli(umbrella.main, ["admin", "se-status", FAILOVER_SE, "--no-read", *_c(central)])
     assert refused.code != 0
     assert refused.err.startswith("gridpilot admin se-status: error: ")
-    assert "administrators" in refused.err
+    assert "permission denied" in refused.err
     assert refused.err.count("\n") == 1
 
-    monkeypatch.setenv("GRIDPILOT_GROUP", "belle_admin")
+    log_in(monkeypatch, central, tmp_path / "ops.token", "ops", "belle_admin")
     changed = run_cli(umbrella.main, ["admin", "se-status", FAILOVER_SE, "--no-read", *_c(central)])
     assert changed.code == 0, changed.err
     assert changed.out.strip() == f"{FAILOVER_SE}: read banned, write allowed"

@@ -52,7 +52,9 @@ def test_dataset_project_runs_to_done_with_verified_outputs(tmp_path: Path) -> N
         # Pilots of both sites took part, ran six jobs between them, then ended on their own.
         def pilots_ended() -> list[sitedirectors_pb2.PilotRecord] | None:
             reply = grid.call(
-                grid.client.site_directors.ListPilots, sitedirectors_pb2.ListPilotsRequest()
+                grid.admin.site_directors.ListPilots,
+                sitedirectors_pb2.ListPilotsRequest(),
+                client=grid.admin,
             )
             pilots = list(reply.pilots)
             final = {common_pb2.PILOT_STATE_DONE}

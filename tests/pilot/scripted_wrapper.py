@@ -30,6 +30,9 @@ def main() -> int:
     parser.add_argument("--site", required=True)
     parser.add_argument("--software-setup", default=None)
     parser.add_argument("--wall-limit", type=float, default=None)
+    parser.add_argument("--token-file", required=True, type=Path)
+    parser.add_argument("--ca", default=None)
+    parser.add_argument("--insecure", action="store_true")
     args = parser.parse_args()
     job_dir: Path = args.job_dir
     (job_dir / "argv.json").write_text(json.dumps(sys.argv[1:]))

@@ -15,9 +15,11 @@ from typing import TypeVar
 
 import psutil
 
+from gridpilot.channel import write_token_file
 from gridpilot.cli.sandbox import build_input_sandbox, upload_input_sandbox
 from gridpilot.client import CentralClient, ClientSettings
 from gridpilot.demo.release import create_release, setup_template
+from gridpilot.security.tls import ClientTls
 from gridpilot.v1 import common_pb2, jobs_pb2, sitedirectors_pb2
 from tests.support.central_process import CE, QUEUE, SITE, CentralHandle
 
@@ -43,10 +45,11 @@ def wait_until(
 
 @dataclass
 class Grid:
-    """A running central, a user's client to it and a stand-in software release."""
+    """A running central, a user's and an operator's client to it, a stand-in release."""
 
     central: CentralHandle
     client: CentralClient
+    admin: CentralClient
     tmp_path: Path
     software_setup: str
 
@@ -89,22 +92,42 @@ class Grid:
         assert all(r.ok for r in answer.results), answer
 
     def pilots(self) -> list[sitedirectors_pb2.PilotRecord]:
-        answer = self.client.call(
-            self.client.site_directors.ListPilots, sitedirectors_pb2.ListPilotsRequest(site=SITE)
+        answer = self.admin.call(
+            self.admin.site_directors.ListPilots, sitedirectors_pb2.ListPilotsRequest(site=SITE)
         )
         return list(answer.pilots)
+
+
+def _client(central: CentralHandle, token: str, user: str) -> CentralClient:
+    assert central.ca_path is not None
+    tls = ClientTls(ca=central.ca_path)
+    return CentralClient(ClientSettings(central=central.target, token=token, tls=tls, user=user))
 
 
 @contextmanager
 def grid_client(central: CentralHandle, tmp_path: Path) -> Iterator[Grid]:
     releases = tmp_path / "releases"
     create_release(releases, RELEASE)
-    settings = ClientSettings(central=central.target, user="alice", group="belle")
-    with CentralClient(settings) as client:
-        yield Grid(central, client, tmp_path, setup_template(releases))
+    with (
+        _client(central, central.user_token("alice"), "alice") as client,
+        _client(central, central.admin_token(), "admin") as admin,
+    ):
+        yield Grid(central, client, admin, tmp_path, setup_template(releases))
 
 
-def pilot_args(grid: Grid, work_dir: Path, *extra: str) -> list[str]:
+def registration_token_file(
+    grid: Grid, work_dir: Path, site: str = SITE, ce: str = CE, queue: str = QUEUE
+) -> Path:
+    """What a site director hands a pilot: a single-use registration token in a 0600 file."""
+    path = work_dir.parent / f"{work_dir.name}.registration.token"
+    write_token_file(path, grid.central.registration_token(site=site, ce=ce, queue=queue))
+    return path
+
+
+def pilot_args(
+    grid: Grid, work_dir: Path, *extra: str, token_file: Path | None = None
+) -> list[str]:
+    token_file = token_file or registration_token_file(grid, work_dir)
     return [
         "--central", grid.central.target,
         "--site", SITE, "--ce", CE, "--queue", QUEUE,
@@ -113,19 +136,24 @@ def pilot_args(grid: Grid, work_dir: Path, *extra: str) -> list[str]:
         "--min-disk-mb", "1",
         "--kill-grace", "3",
         "--log-level", "DEBUG",
+        "--ca", str(grid.central.ca_path),
+        "--token-file", str(token_file),
         *extra,
     ]  # fmt: skip
 
 
 @contextmanager
-def pilot_process(grid: Grid, work_dir: Path, *extra: str) -> Iterator[subprocess.Popen[str]]:
+def pilot_process(
+    grid: Grid, work_dir: Path, *extra: str, token_file: Path | None = None
+) -> Iterator[subprocess.Popen[str]]:
     """`python -m pilot` as a batch system would start it; stderr goes to work_dir/pilot.log."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    argv = pilot_args(grid, work_dir, *extra, token_file=token_file)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     with (work_dir / "pilot.log").open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pilot", *pilot_args(grid, work_dir, *extra)],
+            [sys.executable, "-m", "pilot", *argv],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from gridpilot.channel import write_token_file
+from gridpilot.cli import main as umbrella
 from gridpilot.v1 import common_pb2
 from pilot.exit_codes import PilotExitCode
 from pilot.logtail import tail_lines
@@ -15,6 +17,7 @@ from tests.pilot.support import (
     grid_client,
     pilot_log,
     pilot_process,
+    registration_token_file,
     session_members,
     wait_until,
     wrapper_sessions,
@@ -38,7 +41,10 @@ def test_runs_jobs_on_free_slots_heartbeats_and_ends_when_idle(tmp_path: Path) -
             assert beat.wall_seconds > 0.5
             assert beat.rss_bytes > 1024 * 1024
             assert any("[INFO] Processed event" in line for line in beat.stdout_tail)
-            assert (work / f"job_{job_id}_1" / "job.pb").is_file()
+            job_dir = work / f"job_{job_id}_1"
+            assert (job_dir / "job.pb").is_file()
+            # The wrapper took its job token and removed it: the payload never saw it.
+            assert not (job_dir / "job.token").exists()
         # Both ran at once on the two slots.
         starts = [line for line in log.splitlines() if "job.started" in line]
         assert len(starts) == 2
@@ -47,6 +53,26 @@ def test_runs_jobs_on_free_slots_heartbeats_and_ends_when_idle(tmp_path: Path) -
         [record] = grid.pilots()
         assert record.state == common_pb2.PILOT_STATE_DONE
         assert record.jobs_run == 2
+        # Its registration token was read once and removed.
+        assert not (tmp_path / "work.registration.token").exists()
+
+
+def test_a_registration_token_registers_one_pilot_only(tmp_path: Path) -> None:
+    with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
+        first, second = tmp_path / "first", tmp_path / "second"
+        token = registration_token_file(grid, first)
+        copy = tmp_path / "stolen.token"
+        copy.write_bytes(token.read_bytes())
+        copy.chmod(0o600)
+        with pilot_process(grid, first, "--idle-timeout", "0.5", token_file=token) as pilot:
+            assert pilot.wait(60) == PilotExitCode.OK, pilot_log(first)
+        with pilot_process(grid, second, "--idle-timeout", "0.5", token_file=copy) as pilot:
+            assert pilot.wait(60) == PilotExitCode.REGISTRATION_FAILED, pilot_log(second)
+        log = pilot_log(second)
+        assert "pilot.registration_refused" in log
+        assert "UNAUTHENTICATED" in log
+        assert "registration token already used" in log
+        assert len(grid.pilots()) == 1
 
 
 def test_kill_command_kills_the_whole_payload_tree(tmp_path: Path) -> None:
@@ -120,6 +146,27 @@ def test_drain_finishes_the_running_job_and_takes_no_new_one(tmp_path: Path) -> 
         assert 'reason="drained (SIGUSR1)"' in pilot_log(work)
 
 
+def test_admin_drain_reaches_the_pilot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gridpilot admin drain --pilot ID` as an operator: central tells the pilot on its
+    session, the pilot takes no new job and ends."""
+    with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
+        work = tmp_path / "work"
+        admin_token = tmp_path / "ops.token"
+        write_token_file(admin_token, central.admin_token())
+        monkeypatch.setenv("GRIDPILOT_CA", str(central.ca_path))
+        argv = ["admin", "drain", "--pilot", "p-drain", "--central", central.target]
+        argv += ["--token-file", str(admin_token)]
+        with pilot_process(grid, work, "--pilot-id", "p-drain", "--idle-timeout", "600") as pilot:
+            wait_until(lambda: "session.opened" in pilot_log(work), what="the session")
+            assert umbrella.main(argv) == 0
+            assert capsys.readouterr().out.splitlines() == ["p-drain", "1 pilot(s) told to drain"]
+            assert pilot.wait(30) == PilotExitCode.OK, pilot_log(work)
+        assert "KIND_DRAIN" in pilot_log(work)
+        assert 'reason="drained' in pilot_log(work)
+
+
 @pytest.mark.parametrize("crash", [False, True], ids=["graceful", "crash"])
 def test_job_survives_a_central_restart(tmp_path: Path, crash: bool) -> None:
     with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
@@ -151,7 +198,9 @@ def test_max_jobs_ends_the_pilot_after_that_many(tmp_path: Path) -> None:
 def test_unknown_site_is_a_registration_failure(tmp_path: Path) -> None:
     with running_central(tmp_path) as central, grid_client(central, tmp_path) as grid:
         work = tmp_path / "work"
-        with pilot_process(grid, work, "--site", "NO.SUCH.site") as pilot:
+        # The director's token (and so the pilot's) names the site; central knows no such one.
+        token = registration_token_file(grid, work, site="NO.SUCH.site")
+        with pilot_process(grid, work, "--site", "NO.SUCH.site", token_file=token) as pilot:
             assert pilot.wait(30) == PilotExitCode.REGISTRATION_FAILED
         assert "pilot.registration_refused" in pilot_log(work)
         assert "INVALID_ARGUMENT" in pilot_log(work)

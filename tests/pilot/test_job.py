@@ -19,7 +19,9 @@ SCRIPTED = WrapperSettings(
     site="LCG.TEST.xx",
     software_setup="source /sw/{release}/setup.sh",
     module="tests.pilot.scripted_wrapper",
+    ca=Path("/etc/gridpilot/ca.pem"),
 )
+JOB_TOKEN = "job-token-for-7"
 
 
 def _matched(action: str, job_id: int = 7, attempt: int = 2) -> pilots_pb2.MatchedJob:
@@ -28,6 +30,7 @@ def _matched(action: str, job_id: int = 7, attempt: int = 2) -> pilots_pb2.Match
         attempt=attempt,
         spec=common_pb2.JobSpec(job_name=action, project="p"),
         output_se="SE-A",
+        job_token=JOB_TOKEN,
     )
 
 
@@ -53,16 +56,26 @@ def test_start_writes_job_pb_and_passes_the_contract_arguments(tmp_path: Path) -
         job = _start(tmp_path, "report")
         assert await _wait(job) == 0
         assert job.job_dir == tmp_path / "job_7_2"
+        # job.pb holds the match without its token; the token is in a private file.
         stored = pilots_pb2.MatchedJob.FromString((job.job_dir / "job.pb").read_bytes())
-        assert stored == _matched("report")
+        expected = _matched("report")
+        expected.ClearField("job_token")
+        assert stored == expected
+        token_file = job.job_dir / "job.token"
+        assert token_file.read_text().strip() == JOB_TOKEN
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        assert job.job_dir.stat().st_mode & 0o777 == 0o700
         argv = json.loads((job.job_dir / "argv.json").read_text())
         assert argv == [
             "--central", "127.0.0.1:1",
             "--job-dir", str(job.job_dir),
             "--site", "LCG.TEST.xx",
+            "--token-file", str(token_file),
+            "--ca", "/etc/gridpilot/ca.pem",
             "--software-setup", "source /sw/{release}/setup.sh",
             "--wall-limit", "3600",
         ]  # fmt: skip
+        assert JOB_TOKEN not in json.dumps(argv)
         assert job.report_done()
         assert "action report" in (job.job_dir / "wrapper.log").read_text()
 
@@ -193,3 +206,11 @@ def test_exit_code_of() -> None:
     assert exit_code_of(0) == 0
     assert exit_code_of(2) == 2
     assert exit_code_of(-9) == 137
+
+
+def test_insecure_wrapper_command_has_no_ca(tmp_path: Path) -> None:
+    settings = WrapperSettings(central="h:1", site="S", ca=tmp_path / "ca.pem", insecure=True)
+    argv = settings.command(tmp_path / "job_1_1", wall_limit=None)
+    assert "--insecure" in argv
+    assert "--ca" not in argv
+    assert argv[argv.index("--token-file") + 1] == str(tmp_path / "job_1_1" / "job.token")

@@ -8,10 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from gridpilot.channel import write_token_file
+from gridpilot.security.ca import init_ca
 from pilot.exit_codes import PilotExitCode
 from pilot.main import build_parser, settings_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _credentials(tmp_path: Path) -> list[str]:
+    """A registration token file and a CA, as the site director passes them."""
+    token_file = tmp_path / "registration.token"
+    write_token_file(token_file, "registration-token")
+    ca = init_ca(tmp_path / "ca")
+    return ["--token-file", str(token_file), "--ca", str(ca)]
 
 
 def _closed_port() -> int:
@@ -45,6 +55,7 @@ def test_arguments_map_onto_settings(tmp_path: Path) -> None:
             "--idle-timeout", "5", "--max-jobs", "2",
             "--software-setup", "source /sw/{release}/setup.sh",
             "--heartbeat-period", "0.5",
+            *_credentials(tmp_path),
         ]
     )  # fmt: skip
     settings = settings_from_args(args)
@@ -58,10 +69,37 @@ def test_arguments_map_onto_settings(tmp_path: Path) -> None:
     assert settings.software_setup == "source /sw/{release}/setup.sh"
     assert settings.heartbeat_period == 0.5
     assert settings.platform is None
+    assert settings.ca == (tmp_path / "ca" / "ca.pem").resolve()
+    assert settings.registration_token == "registration-token"
+    # Read once, then gone: nothing on the node can register with it again.
+    assert not (tmp_path / "registration.token").exists()
+    assert "registration-token" not in repr(settings)
 
 
-def test_bad_arguments_exit_with_usage_error() -> None:
-    result = _run_pilot("--central", "nohostport", "--site", "S")
+def test_missing_credentials_are_usage_errors(tmp_path: Path) -> None:
+    ca = init_ca(tmp_path / "ca")
+    missing_ca = _run_pilot("--central", "h:1", "--site", "S", "--ca", str(tmp_path / "no.pem"))
+    assert missing_ca.returncode == PilotExitCode.BAD_ARGUMENTS
+    assert "does not exist" in missing_ca.stderr
+    no_token = _run_pilot("--central", "h:1", "--site", "S", "--ca", str(ca))
+    assert no_token.returncode == PilotExitCode.BAD_ARGUMENTS
+    assert "no registration token: --token-file FILE" in no_token.stderr
+    token_file = tmp_path / "t"
+    write_token_file(token_file, "x")
+    no_ca = _run_pilot("--central", "h:1", "--site", "S", "--token-file", str(token_file))
+    assert no_ca.returncode == PilotExitCode.BAD_ARGUMENTS
+    assert "--ca" in no_ca.stderr
+    assert token_file.exists(), "a failing command line must not spend the token"
+    token_file.chmod(0o644)
+    readable = _run_pilot(
+        "--central", "h:1", "--site", "S", "--token-file", str(token_file), "--insecure"
+    )  # fmt: skip
+    assert readable.returncode == PilotExitCode.BAD_ARGUMENTS
+    assert "readable by other users" in readable.stderr
+
+
+def test_bad_arguments_exit_with_usage_error(tmp_path: Path) -> None:
+    result = _run_pilot("--central", "nohostport", "--site", "S", *_credentials(tmp_path))
     assert result.returncode == PilotExitCode.BAD_ARGUMENTS
     assert "central must be HOST:PORT" in result.stderr
 
@@ -70,6 +108,7 @@ def test_node_check_failure_exits_before_contacting_central(tmp_path: Path) -> N
     result = _run_pilot(
         "--central", f"127.0.0.1:{_closed_port()}",
         "--site", "S", "--work-dir", str(tmp_path), "--min-disk-mb", str(10**12),
+        *_credentials(tmp_path),
     )  # fmt: skip
     assert result.returncode == PilotExitCode.NODE_CHECK_FAILED, result.stderr
     assert "pilot.node_check_failed" in result.stderr
@@ -81,6 +120,7 @@ def test_unreachable_central_exits_central_unreachable(tmp_path: Path) -> None:
         "--central", f"127.0.0.1:{_closed_port()}",
         "--site", "S", "--work-dir", str(tmp_path), "--min-disk-mb", "1",
         "--unreachable-timeout", "2",
+        *_credentials(tmp_path),
     )  # fmt: skip
     assert result.returncode == PilotExitCode.CENTRAL_UNREACHABLE, result.stderr
     assert time.monotonic() - started < 30

@@ -33,6 +33,8 @@ def _settings(grid: Grid, work: Path, **overrides: object) -> PilotSettings:
         "node_limits": NodeLimits(min_disk_free_mb=1),
         "match_backoff_initial": 0.2,
         "match_backoff_max": 0.5,
+        "ca": grid.central.ca_path,
+        "registration_token": grid.central.registration_token(),
     }
     values.update(overrides)
     return PilotSettings(**values)  # type: ignore[arg-type]

@@ -12,16 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gridpilot.channel import open_sync_channel
+from gridpilot.channel import write_token_file
 from gridpilot.cli.sandbox import build_input_sandbox, upload_input_sandbox
 from gridpilot.client import CentralClient, ClientSettings
 from gridpilot.demo.release import create_release, setup_template
+from gridpilot.security.tls import ClientTls
 from gridpilot.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, sitedirectors_pb2
 from gridpilot.v1 import sitedirectors_pb2_grpc as sd_grpc
 from sitedirectors.config import DirectorConfig, config_from_dict
-from tests.support.central_process import CE, QUEUE, SITE
+from tests.support.central_process import CE, QUEUE, SITE, CentralHandle
 
-USER = (("x-gridpilot-user", "alice"), ("x-gridpilot-group", "belle"))
+USER = "alice"
+DIRECTOR = "test-director"
 RELEASE = "release-08-00-00"
 
 T = TypeVar("T")
@@ -46,12 +48,24 @@ def exiting_command(code: int, message: str = "") -> list[str]:
     return [sys.executable, "-c", f"import sys; print({message!r}); sys.exit({code})"]
 
 
-def config_dict(tmp_path: Path, target: str, **queue: Any) -> dict[str, Any]:
+def director_token_file(
+    tmp_path: Path, central: CentralHandle, sites: list[str], name: str = DIRECTOR
+) -> Path:
+    """The director's site_director token, as `gridpilot admin service-token --out` writes it."""
+    path = tmp_path / f"{name}.token"
+    write_token_file(path, central.director_token(sites, name=name))
+    return path
+
+
+def config_dict(tmp_path: Path, central: CentralHandle, **queue: Any) -> dict[str, Any]:
     pilot = {"idle_timeout": 5.0, "command": sleeper_command(), **queue.pop("pilot", {})}
+    sites = sorted({SITE, queue.get("site", SITE)})
     return {
         "director": {
-            "name": "test-director",
-            "central": target,
+            "name": DIRECTOR,
+            "central": central.target,
+            "ca": str(central.ca_path),
+            "token_file": str(director_token_file(tmp_path, central, sites)),
             "work_dir": str(tmp_path / "director"),
             "cycle_period": 0.5,
             "failing_queue_skip_cycles": 2,
@@ -75,33 +89,32 @@ def config_dict(tmp_path: Path, target: str, **queue: Any) -> dict[str, Any]:
     }
 
 
-def director_config(tmp_path: Path, target: str, **queue: Any) -> DirectorConfig:
-    return config_from_dict(config_dict(tmp_path, target, **queue))
+def director_config(tmp_path: Path, central: CentralHandle, **queue: Any) -> DirectorConfig:
+    return config_from_dict(config_dict(tmp_path, central, **queue))
 
 
-def submit_jobs(target: str, count: int, **spec: Any) -> list[int]:
+def submit_jobs(central: CentralHandle, count: int, **spec: Any) -> list[int]:
     fields: dict[str, Any] = {"project": "sdtest", "release": "release-08-00-00", **spec}
-    with open_sync_channel(target) as channel:
+    with central.sync_channel(central.user_token(USER)) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
         reply = stub.SubmitJobs(
             jobs_pb2.SubmitJobsRequest(jobs=[common_pb2.JobSpec(**fields) for _ in range(count)]),
-            metadata=USER,
             timeout=10,
         )
     return list(reply.job_ids)
 
 
-def list_pilots(target: str) -> list[sitedirectors_pb2.PilotRecord]:
-    with open_sync_channel(target) as channel:
+def list_pilots(central: CentralHandle) -> list[sitedirectors_pb2.PilotRecord]:
+    with central.sync_channel(central.admin_token()) as channel:
         stub = sd_grpc.SiteDirectorServiceStub(channel)
         reply = stub.ListPilots(sitedirectors_pb2.ListPilotsRequest(), timeout=10)
     return list(reply.pilots)
 
 
-def job_statuses(target: str) -> list[int]:
-    with open_sync_channel(target) as channel:
+def job_statuses(central: CentralHandle) -> list[int]:
+    with central.sync_channel(central.user_token(USER)) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
-        reply = stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=USER, timeout=10)
+        reply = stub.ListJobs(jobs_pb2.ListJobsRequest(), timeout=10)
     return [job.status for job in reply.jobs]
 
 
@@ -120,14 +133,22 @@ def kill_pilots(pilots_dir: Path) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
-def submit_payload_jobs(target: str, tmp_path: Path, count: int) -> tuple[list[int], str]:
+def submit_payload_jobs(
+    central: CentralHandle, tmp_path: Path, count: int
+) -> tuple[list[int], str]:
     """Jobs a real pilot and wrapper can run (stand-in basf2 release, uploaded sandbox).
     Returns the job ids and the software-setup template for the pilots."""
     releases = tmp_path / "releases"
     create_release(releases, RELEASE)
     steering = tmp_path / "steer.py"
     steering.write_text("# a steering file\n")
-    settings = ClientSettings(central=target, user="alice", group="belle")
+    assert central.ca_path is not None
+    settings = ClientSettings(
+        central=central.target,
+        token=central.user_token(USER),
+        tls=ClientTls(ca=central.ca_path),
+        user=USER,
+    )
     with CentralClient(settings) as client:
         sandbox = upload_input_sandbox(client, build_input_sandbox(steering, []))
         spec = common_pb2.JobSpec(

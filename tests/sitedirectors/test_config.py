@@ -15,6 +15,8 @@ name = "kek-director"
 central = "central.example:50051"
 cycle_period = 30
 work_dir = "/var/lib/gridpilot-director"
+ca = "/etc/gridpilot/ca.pem"
+token_file = "/etc/gridpilot/director.token"
 
 [[queues]]
 name = "kek-long"
@@ -44,7 +46,7 @@ kill_grace = 5.0
 
 def minimal(**queue: Any) -> dict[str, Any]:
     return {
-        "director": {"name": "d", "central": "127.0.0.1:1"},
+        "director": {"name": "d", "central": "127.0.0.1:1", "ca": "/ca.pem", "token_file": "/t"},
         "queues": [{"name": "q", "site": "S", "ce": "C", **queue}],
     }
 
@@ -55,6 +57,9 @@ def test_example_loads(tmp_path: Path) -> None:
     cfg = load_config(path)
     assert cfg.director.cycle_period == 30.0
     assert cfg.director.failing_queue_skip_cycles == 5
+    assert cfg.director.ca == "/etc/gridpilot/ca.pem"
+    assert cfg.director.token_file == "/etc/gridpilot/director.token"
+    assert not cfg.director.insecure
     queue = cfg.queue("kek-long")
     assert queue is not None
     assert queue.slots == 4
@@ -98,11 +103,25 @@ def test_defaults() -> None:
             {**minimal(), "director": {"name": "d", "central": "h:1", "log_level": "LOUD"}},
             "director.log_level",
         ),
+        (
+            {**minimal(), "director": {"name": "d", "central": "h:1", "ca": "/ca.pem"}},
+            "director.token_file must name the director's token file",
+        ),
+        (
+            {**minimal(), "director": {"name": "d", "central": "h:1", "token_file": "/t"}},
+            r"director.ca must name the CA certificate of central \(or insecure = true\)",
+        ),
     ],
 )
 def test_invalid(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_dict(data)
+
+
+def test_insecure_needs_no_ca() -> None:
+    data = minimal()
+    data["director"] = {"name": "d", "central": "h:1", "token_file": "/t", "insecure": True}
+    assert config_from_dict(data).director.insecure
 
 
 def test_duplicate_queues() -> None:

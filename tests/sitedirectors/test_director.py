@@ -22,12 +22,13 @@ from sitedirectors.base import (
     SubmitResult,
 )
 from sitedirectors.central_client import CentralClient
-from sitedirectors.director import Director
+from sitedirectors.director import Director, director_security
 from sitedirectors.local import LocalBackend
 from sitedirectors.monitor import NO_REFERENCE_REASON
 from sitedirectors.registry import BackendRegistry
 from tests.sitedirectors.helpers import (
     director_config,
+    director_token_file,
     exiting_command,
     kill_pilots,
     list_pilots,
@@ -52,8 +53,8 @@ def pilots_dir(tmp_path: Path) -> Iterator[Path]:
     kill_pilots(path)
 
 
-def states(target: str) -> dict[str, int]:
-    return {p.pilot_id: p.state for p in list_pilots(target)}
+def states(central: CentralHandle) -> dict[str, int]:
+    return {p.pilot_id: p.state for p in list_pilots(central)}
 
 
 def cycle_until(
@@ -69,14 +70,14 @@ def cycle_until(
 def test_never_more_pilots_than_eligible_jobs(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    submit_jobs(central.target, 3)
-    director = Director(director_config(tmp_path, central.target, max_per_cycle=50))
+    submit_jobs(central, 3)
+    director = Director(director_config(tmp_path, central, max_per_cycle=50))
     try:
         for _ in range(4):
             assert director.run_cycle().ok
     finally:
         director.close()
-    pilots = list_pilots(central.target)
+    pilots = list_pilots(central)
     assert len(pilots) == 3
     for p in pilots:
         assert (p.site, p.ce, p.queue) == (SITE, CE, QUEUE)
@@ -93,22 +94,22 @@ def test_never_more_pilots_than_eligible_jobs(
 
 
 def test_no_jobs_no_pilots(tmp_path: Path, central: CentralHandle, pilots_dir: Path) -> None:
-    director = Director(director_config(tmp_path, central.target))
+    director = Director(director_config(tmp_path, central))
     try:
         report = director.run_cycle()
     finally:
         director.close()
     assert report.ok
     assert report.submitted == {}
-    assert list_pilots(central.target) == []
+    assert list_pilots(central) == []
 
 
 def test_max_per_cycle_and_max_waiting(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    submit_jobs(central.target, 20)
+    submit_jobs(central, 20)
     director = Director(
-        director_config(tmp_path, central.target, max_per_cycle=3, max_waiting=5, max_total=10)
+        director_config(tmp_path, central, max_per_cycle=3, max_waiting=5, max_total=10)
     )
     try:
         assert director.run_cycle().submitted == {QUEUE: 3}
@@ -116,28 +117,28 @@ def test_max_per_cycle_and_max_waiting(
         assert director.run_cycle().submitted == {}
     finally:
         director.close()
-    assert len(list_pilots(central.target)) == 5
+    assert len(list_pilots(central)) == 5
 
 
 def test_failed_pilots_reported_with_log_tail_after_restart(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    submit_jobs(central.target, 2)
+    submit_jobs(central, 2)
     pilot = {"command": exiting_command(3, "no CVMFS here " + "x" * 500)}
-    first = Director(director_config(tmp_path, central.target, pilot=pilot))
+    first = Director(director_config(tmp_path, central, pilot=pilot))
     try:
         assert first.run_cycle().submitted == {QUEUE: 2}
     finally:
         first.close()
     # The operator disables the queue and restarts the director: it still tracks its pilots.
-    cfg = director_config(tmp_path, central.target, pilot=pilot, enabled=False)
+    cfg = director_config(tmp_path, central, pilot=pilot, enabled=False)
     cfg.director.log_cap_bytes = 100
     second = Director(cfg)
     try:
-        cycle_until(second, lambda: set(states(central.target).values()) == {PS.PILOT_STATE_FAILED})
+        cycle_until(second, lambda: set(states(central).values()) == {PS.PILOT_STATE_FAILED})
     finally:
         second.close()
-    for p in list_pilots(central.target):
+    for p in list_pilots(central):
         assert p.status_reason == "pilot exited with code 3"
         assert "x" in p.log_tail
         assert len(p.log_tail.encode()) <= 100
@@ -146,31 +147,31 @@ def test_failed_pilots_reported_with_log_tail_after_restart(
 def test_restart_without_journal_takes_references_from_central(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    submit_jobs(central.target, 2)
+    submit_jobs(central, 2)
     pilot = {"command": exiting_command(3, "no CVMFS here")}
-    first = Director(director_config(tmp_path, central.target, pilot=pilot))
+    first = Director(director_config(tmp_path, central, pilot=pilot))
     try:
         assert first.run_cycle().submitted == {QUEUE: 2}
     finally:
         first.close()
-    references = {p.pilot_id: p.reference for p in list_pilots(central.target)}
+    references = {p.pilot_id: p.reference for p in list_pilots(central)}
     assert all(references.values())
     # The director's disk is lost; central still knows the pilots and their references.
     journal = tmp_path / "director" / "journal.json"
     journal.unlink()
-    cfg = director_config(tmp_path, central.target, pilot=pilot, enabled=False)
+    cfg = director_config(tmp_path, central, pilot=pilot, enabled=False)
     cfg.director.cleanup_after = 0.5
     second = Director(cfg)
     try:
         assert second.journal.entries() == []
-        cycle_until(second, lambda: set(states(central.target).values()) == {PS.PILOT_STATE_FAILED})
+        cycle_until(second, lambda: set(states(central).values()) == {PS.PILOT_STATE_FAILED})
         # The cache was rebuilt from central, so the finished pilots are cleaned up too.
         assert {e.pilot_id: e.reference for e in second.journal.entries()} == references
         cycle_until(second, lambda: not any(pilots_dir.iterdir()))
         assert second.journal.entries() == []
     finally:
         second.close()
-    for p in list_pilots(central.target):
+    for p in list_pilots(central):
         assert p.status_reason == "pilot exited with code 3"
         assert "no CVMFS here" in p.log_tail
 
@@ -181,7 +182,7 @@ def test_unreadable_journal_is_set_aside(
     journal = tmp_path / "director" / "journal.json"
     journal.parent.mkdir(parents=True)
     journal.write_text("{not json")
-    director = Director(director_config(tmp_path, central.target))
+    director = Director(director_config(tmp_path, central))
     try:
         assert director.journal.entries() == []
         assert director.run_cycle().ok
@@ -206,7 +207,7 @@ class CentralGoesAwayCE(LocalBackend):
 def test_reference_central_missed_is_sent_next_cycle(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    submit_jobs(central.target, 1)
+    submit_jobs(central, 1)
 
     def factory(context: BackendContext) -> CentralGoesAwayCE:
         backend = CentralGoesAwayCE(context.work_dir / "pilots", kill_grace=1.0)
@@ -215,7 +216,7 @@ def test_reference_central_missed_is_sent_next_cycle(
 
     registry = BackendRegistry()
     registry.register("central-goes-away", factory)
-    cfg = director_config(tmp_path, central.target, backend="central-goes-away", enabled=False)
+    cfg = director_config(tmp_path, central, backend="central-goes-away", enabled=False)
     cfg.director.rpc_timeout = 1.0
     director = Director(cfg, registry=registry)
     try:
@@ -233,33 +234,33 @@ def test_reference_central_missed_is_sent_next_cycle(
         assert director.run_cycle().ok
     finally:
         director.close()
-    [recorded] = list_pilots(central.target)
+    [recorded] = list_pilots(central)
     assert recorded.reference == entry.reference
     assert recorded.state == PS.PILOT_STATE_WAITING
 
 
 def test_done_pilots_and_cleanup(tmp_path: Path, central: CentralHandle, pilots_dir: Path) -> None:
-    submit_jobs(central.target, 2)
-    cfg = director_config(tmp_path, central.target, pilot={"command": exiting_command(0)})
+    submit_jobs(central, 2)
+    cfg = director_config(tmp_path, central, pilot={"command": exiting_command(0)})
     cfg.director.cleanup_after = 0.5
     director = Director(cfg)
     try:
         director.run_cycle()
         cfg.queues[0].enabled = False
-        cycle_until(director, lambda: set(states(central.target).values()) == {PS.PILOT_STATE_DONE})
+        cycle_until(director, lambda: set(states(central).values()) == {PS.PILOT_STATE_DONE})
         assert len(list(pilots_dir.iterdir())) == 2
         cycle_until(director, lambda: not any(pilots_dir.iterdir()))
         assert director.journal.entries() == []
     finally:
         director.close()
-    assert all(p.log_tail == "" for p in list_pilots(central.target))
+    assert all(p.log_tail == "" for p in list_pilots(central))
 
 
 def test_failing_queue_is_skipped_then_retried(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    submit_jobs(central.target, 2)
-    cfg = director_config(tmp_path, central.target, max_per_cycle=1)
+    submit_jobs(central, 2)
+    cfg = director_config(tmp_path, central, max_per_cycle=1)
     cfg.queues[0].backend_options["shell"] = str(tmp_path / "no-such-shell")
     director = Director(cfg)
     try:
@@ -274,7 +275,7 @@ def test_failing_queue_is_skipped_then_retried(
         assert QUEUE in again.failing
     finally:
         director.close()
-    pilots = list_pilots(central.target)
+    pilots = list_pilots(central)
     assert len(pilots) == 2  # one per attempt, none while skipped
     for p in pilots:
         assert p.state == PS.PILOT_STATE_ABORTED
@@ -284,9 +285,9 @@ def test_failing_queue_is_skipped_then_retried(
 def test_queue_unknown_to_central_fails_alone(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    submit_jobs(central.target, 2)
-    data = director_config(tmp_path, central.target)
-    bad = director_config(tmp_path, central.target, name="elsewhere", site="NO.SUCH.site")
+    submit_jobs(central, 2)
+    data = director_config(tmp_path, central)
+    bad = director_config(tmp_path, central, name="elsewhere", site="NO.SUCH.site")
     data.queues.extend(bad.queues)
     director = Director(data)
     try:
@@ -297,9 +298,28 @@ def test_queue_unknown_to_central_fails_alone(
     assert "NO.SUCH.site" in report.failing["elsewhere"]
 
 
+def test_queue_outside_the_directors_token_fails_alone(
+    tmp_path: Path, central: CentralHandle, pilots_dir: Path
+) -> None:
+    submit_jobs(central, 2)
+    data = director_config(tmp_path, central)
+    other = director_config(tmp_path / "other", central, name="elsewhere", site="LCG.OTHER.xx")
+    data.queues.extend(other.queues)
+    # The token names SITE only (config_dict wrote it last for SITE alone).
+    director_token_file(tmp_path, central, [SITE])
+    director = Director(data)
+    try:
+        report = director.run_cycle()
+    finally:
+        director.close()
+    assert report.submitted == {QUEUE: 2}
+    assert "PERMISSION_DENIED" in report.failing["elsewhere"]
+    assert "LCG.OTHER.xx" in report.failing["elsewhere"]
+
+
 def test_central_down_then_back(tmp_path: Path, central: CentralHandle, pilots_dir: Path) -> None:
-    submit_jobs(central.target, 1)
-    cfg = director_config(tmp_path, central.target)
+    submit_jobs(central, 1)
+    cfg = director_config(tmp_path, central)
     cfg.director.rpc_timeout = 1.0
     director = Director(cfg)
     try:
@@ -321,9 +341,9 @@ def test_central_down_then_back(tmp_path: Path, central: CentralHandle, pilots_d
 def test_pilot_without_reference_becomes_unknown(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    cfg = director_config(tmp_path, central.target)
+    cfg = director_config(tmp_path, central)
     # A pilot recorded before a crash that lost the submission (no journal entry, no reference).
-    client = CentralClient(central.target, cfg.director.name)
+    client = CentralClient(central.target, cfg.director.name, director_security(cfg))
     try:
         client._stub.RecordPilots(
             sitedirectors_pb2.RecordPilotsRequest(
@@ -341,7 +361,7 @@ def test_pilot_without_reference_becomes_unknown(
         director.run_cycle()
     finally:
         director.close()
-    [pilot] = list_pilots(central.target)
+    [pilot] = list_pilots(central)
     assert pilot.state == PS.PILOT_STATE_UNKNOWN
     assert pilot.status_reason == NO_REFERENCE_REASON
 
@@ -361,7 +381,7 @@ class UnreachableCE(LocalBackend):
 def test_status_failure_fails_the_queue(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    submit_jobs(central.target, 1)
+    submit_jobs(central, 1)
     backends: list[UnreachableCE] = []
 
     def factory(context: BackendContext) -> UnreachableCE:
@@ -371,11 +391,11 @@ def test_status_failure_fails_the_queue(
     registry = BackendRegistry()
     registry.register("unreachable-ce", factory)
     director = Director(
-        director_config(tmp_path, central.target, backend="unreachable-ce"), registry=registry
+        director_config(tmp_path, central, backend="unreachable-ce"), registry=registry
     )
     try:
         assert director.run_cycle().submitted == {QUEUE: 1}
-        submit_jobs(central.target, 1)
+        submit_jobs(central, 1)
         backends[0].reachable = False
         report = director.run_cycle()
         assert "connection refused" in report.failing[QUEUE]
@@ -383,7 +403,7 @@ def test_status_failure_fails_the_queue(
         assert director.run_cycle().skipped == [QUEUE]
     finally:
         director.close()
-    [pilot] = list_pilots(central.target)
+    [pilot] = list_pilots(central)
     assert pilot.backend == "unreachable-ce"
 
 
@@ -399,12 +419,10 @@ class BusyCE(LocalBackend):
 def test_deferred_submission_does_not_fail_the_queue(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    submit_jobs(central.target, 2)
+    submit_jobs(central, 2)
     registry = BackendRegistry()
     registry.register("busy-ce", lambda ctx: BusyCE(ctx.work_dir / "pilots"))
-    director = Director(
-        director_config(tmp_path, central.target, backend="busy-ce"), registry=registry
-    )
+    director = Director(director_config(tmp_path, central, backend="busy-ce"), registry=registry)
     try:
         first = director.run_cycle()
         assert first.ok
@@ -414,7 +432,7 @@ def test_deferred_submission_does_not_fail_the_queue(
         assert director.journal.entries() == []
     finally:
         director.close()
-    pilots = list_pilots(central.target)
+    pilots = list_pilots(central)
     assert len(pilots) == 4
     assert {p.state for p in pilots} == {PS.PILOT_STATE_ABORTED}
     assert {p.status_reason for p in pilots} == {"submission deferred: CE busy: 503"}

@@ -33,6 +33,8 @@ from tests.support.central_process import CentralHandle, running_central
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Every JWT starts with the base64url of '{"' (its JSON header).
+JWT_PREFIX = "eyJ"
 PS = common_pb2.PilotState
 JS = common_pb2.JobStatus
 
@@ -53,10 +55,10 @@ def pilots_dir(tmp_path: Path) -> Iterator[Path]:
 def test_director_pilots_run_jobs_to_done(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    job_ids, software_setup = submit_payload_jobs(central.target, tmp_path, 3)
+    job_ids, software_setup = submit_payload_jobs(central, tmp_path, 3)
     cfg = director_config(
         tmp_path,
-        central.target,
+        central,
         pilot={
             # The real pilot ([python, -m, pilot]) with this test's stand-in release.
             "command": [],
@@ -66,17 +68,19 @@ def test_director_pilots_run_jobs_to_done(
         },
     )
     director = Director(cfg)
+    seen: dict[int, list[str]] = {}
 
     def cycle_and(probe: Callable[[], bool]) -> Callable[[], bool]:
         def step() -> bool:
             director.run_cycle()
+            seen.update(_pilot_session_cmdlines(pilots_dir))
             return probe()
 
         return step
 
     try:
         wait_until(
-            cycle_and(lambda: job_statuses(central.target) == [JS.JOB_STATUS_DONE] * 3),
+            cycle_and(lambda: job_statuses(central) == [JS.JOB_STATUS_DONE] * 3),
             timeout=90,
             what="jobs Done through director pilots",
         )
@@ -84,7 +88,7 @@ def test_director_pilots_run_jobs_to_done(
         wait_until(
             cycle_and(
                 lambda: (
-                    {p.state for p in list_pilots(central.target)} == {PS.PILOT_STATE_DONE}
+                    {p.state for p in list_pilots(central)} == {PS.PILOT_STATE_DONE}
                     and all((d / EXIT_CODE_FILE).exists() for d in pilots_dir.iterdir())
                 )
             ),
@@ -93,7 +97,7 @@ def test_director_pilots_run_jobs_to_done(
         )
     finally:
         director.close()
-    pilots = list_pilots(central.target)
+    pilots = list_pilots(central)
     assert len(job_ids) == 3
     assert 1 <= len(pilots) <= 3
     assert sum(p.jobs_run for p in pilots) == 3
@@ -101,14 +105,41 @@ def test_director_pilots_run_jobs_to_done(
         assert p.registered_unix > 0
         exit_code = (pilots_dir / p.pilot_id / EXIT_CODE_FILE).read_text().strip()
         assert exit_code == "0", (pilots_dir / p.pilot_id / "pilot.log").read_text()[-3000:]
+        # Each pilot registered with its own single-use token, read from a file and removed.
+        assert not (pilots_dir / p.pilot_id / "registration.token").exists()
+        log = (pilots_dir / p.pilot_id / "pilot.log").read_text()
+        assert "pilot.registered" in log
+    # No token ever appeared on a command line (any local user can read those).
+    pilot_cmdlines = [c for c in seen.values() if "pilot" in c]
+    assert pilot_cmdlines, "no pilot process was seen running"
+    assert all("--token-file" in c for c in pilot_cmdlines)
+    assert any("wrapper" in c for c in seen.values()), "no wrapper process was seen running"
+    for cmdline in seen.values():
+        assert not any(JWT_PREFIX in arg for arg in cmdline), cmdline
+
+
+def _pilot_session_cmdlines(pilots_dir: Path) -> dict[int, list[str]]:
+    """/proc/<pid>/cmdline of the pilots (their launchers' sessions) and of the wrappers
+    (own sessions, their --job-dir under pilots_dir), as any user on the node reads them."""
+    sessions = set(pilot_pids(pilots_dir))
+    found: dict[int, list[str]] = {}
+    for proc in psutil.process_iter():
+        try:
+            raw = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            cmdline = raw.decode(errors="replace").split("\0")
+            if os.getsid(proc.pid) in sessions or any(str(pilots_dir) in a for a in cmdline):
+                found[proc.pid] = cmdline
+        except (OSError, psutil.Error):
+            continue
+    return found
 
 
 def test_sigterm_ends_the_director_not_the_pilots(
     tmp_path: Path, central: CentralHandle, pilots_dir: Path
 ) -> None:
-    submit_jobs(central.target, 2)
+    submit_jobs(central, 2)
     config = tmp_path / "director.toml"
-    config.write_text(toml_writer.dumps(config_dict(tmp_path, central.target)))
+    config.write_text(toml_writer.dumps(config_dict(tmp_path, central)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     with (tmp_path / "director.log").open("w") as log:
@@ -121,12 +152,12 @@ def test_sigterm_ends_the_director_not_the_pilots(
         )
     try:
         wait_until(
-            lambda: len(list_pilots(central.target)) == 2 and len(pilot_pids(pilots_dir)) == 2,
+            lambda: len(list_pilots(central)) == 2 and len(pilot_pids(pilots_dir)) == 2,
             timeout=30,
             what="two pilots",
         )
         time.sleep(1.0)  # a few more cycles: still two
-        assert len(list_pilots(central.target)) == 2
+        assert len(list_pilots(central)) == 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:

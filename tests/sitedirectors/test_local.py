@@ -161,6 +161,40 @@ def test_pilot_gets_work_dir_environment_and_own_session(backend: LocalBackend) 
     assert str(Path(__file__).resolve().parents[2]) in info["path"].split(os.pathsep)
 
 
+def test_registration_token_travels_in_a_private_file(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    """Never in argv (any local user can read /proc/<pid>/cmdline), never world-readable."""
+    token = "registration-token-" + uuid.uuid4().hex
+    code = (
+        "import json, os, sys; a = sys.argv[1:]; path = a[a.index('--token-file') + 1]; "
+        "print(json.dumps({'argv': a, 'mode': os.stat(path).st_mode & 0o777, "
+        "'token': open(path).read().strip(), "
+        "'cmdline': open('/proc/self/cmdline', 'rb').read().decode()}))"
+    )
+    launch = PilotLaunch(
+        uuid.uuid4().hex,
+        (sys.executable, "-c", code),
+        registration_token=token,
+        ca=tmp_path / "ca.pem",
+    )
+    [result] = backend.submit(SubmitRequest(QUEUE, (launch,)))
+    assert result.outcome is SubmitOutcome.OK, result.error
+    wait_status(backend, result.reference, is_final)
+    info = json.loads(backend.fetch_output(result.reference))
+    token_file = backend.pilots_dir / launch.pilot_id / "registration.token"
+    work = backend.pilots_dir / launch.pilot_id / "work"
+    assert info["argv"] == [
+        "--token-file", str(token_file),
+        "--ca", str(tmp_path / "ca.pem"),
+        "--work-dir", str(work),
+    ]  # fmt: skip
+    assert info["mode"] == 0o600
+    assert info["token"] == token
+    assert token not in info["cmdline"]
+    assert token not in repr(launch)
+
+
 def test_arguments_are_not_shell_split(backend: LocalBackend) -> None:
     tricky = "a b; echo injected > $HOME/x 'quoted' $(id)"
     launch = PilotLaunch(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from gridpilot.channel import write_token_file
+from gridpilot.security.ca import init_ca
 from sitedirectors.main import EXIT_CONFIG, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,6 +20,8 @@ name = "d"
 central = "127.0.0.1:1"
 work_dir = "{work}"
 rpc_timeout = 0.5
+ca = "{ca}"
+token_file = "{token}"
 
 [[queues]]
 name = "q"
@@ -31,6 +35,16 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "director.toml"
     path.write_text(text)
     return path
+
+
+def valid(tmp_path: Path, backend: str = "local") -> str:
+    """A configuration whose CA and token file exist (central itself is not running)."""
+    ca = tmp_path / "ca" / "ca.pem"
+    if not ca.exists():
+        init_ca(tmp_path / "ca")
+    token = tmp_path / "director.token"
+    write_token_file(token, "director-token")
+    return VALID.format(work=tmp_path / "w", backend=backend, ca=ca, token=token)
 
 
 def test_config_error_is_one_line_exit_2(tmp_path: Path) -> None:
@@ -58,7 +72,7 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_unknown_backend_is_a_config_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(tmp_path, VALID.format(work=tmp_path / "w", backend="slurm"))
+    path = write(tmp_path, valid(tmp_path, "slurm"))
     assert main(["--config", str(path), "--once"]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert "queues[q].backend" in err
@@ -68,12 +82,26 @@ def test_unknown_backend_is_a_config_error(
 def test_bad_backend_options_are_a_config_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = VALID.format(work=tmp_path / "w", backend="local")
+    text = valid(tmp_path)
     path = write(tmp_path, text + "[queues.backend_options]\nkill_grace = -3\n")
     assert main(["--config", str(path)]) == EXIT_CONFIG
     assert "kill_grace" in capsys.readouterr().err
 
 
 def test_once_without_central_fails_cleanly(tmp_path: Path) -> None:
-    path = write(tmp_path, VALID.format(work=tmp_path / "w", backend="local"))
+    path = write(tmp_path, valid(tmp_path))
     assert main(["--config", str(path), "--once"]) == 1
+
+
+def test_token_file_problems_are_config_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = valid(tmp_path)
+    token = tmp_path / "director.token"
+    token.chmod(0o644)
+    path = write(tmp_path, text)
+    assert main(["--config", str(path), "--once"]) == EXIT_CONFIG
+    assert "director.token_file: token file" in capsys.readouterr().err
+    token.unlink()
+    assert main(["--config", str(path), "--once"]) == EXIT_CONFIG
+    assert "does not exist" in capsys.readouterr().err

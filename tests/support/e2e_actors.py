@@ -20,16 +20,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT = 15.0
 
 
-def subprocess_env(root: Path, user: str, group: str) -> dict[str, str]:
-    """The environment of every process of the grid: this checkout on PYTHONPATH, the test's
-    user identity, and nothing read from the developer's own client settings."""
+def subprocess_env(root: Path) -> dict[str, str]:
+    """The environment of every process of the grid: this checkout on PYTHONPATH and nothing
+    read from the developer's own client settings (the user's CLI adds its CA and token)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDPILOT_")}
     env.pop("COLUMNS", None)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
     )
-    env["GRIDPILOT_USER"] = user
-    env["GRIDPILOT_GROUP"] = group
     env["XDG_CONFIG_HOME"] = str(root / "xdg")
     return env
 

@@ -10,6 +10,11 @@ Central runs as a subprocess (tests/support/central_process.py) with two sites, 
 CE/queue and a local file:// SE (its default output SE), a failover SE at a third, CE-less
 site, and short periods. Directors, pilots, wrappers, the stand-in basf2 and the user CLI are
 all real processes. On exit every process the grid started is ended (see processes.py).
+
+Everything is TLS with tokens, as in production: the user's CLI has the CA and a user token
+(GRIDPILOT_CA, GRIDPILOT_TOKEN_FILE), each director its site_director token, a hand-started
+pilot a single-use registration token in a 0600 file; `client` acts as the user, `admin`
+as an operator.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gridpilot.channel import write_token_file
 from gridpilot.checksum import adler32_of_bytes
 from gridpilot.client import CentralClient, CentralUnreachableError, ClientSettings
 from gridpilot.demo.release import create_release, setup_template
+from gridpilot.security.tls import ClientTls
 from gridpilot.v1 import common_pb2, data_pb2, jobs_pb2
 from tests.support import toml_writer
 from tests.support.central_process import CentralHandle, merge
@@ -43,7 +50,7 @@ from tests.support.processes import kill_everything_under
 T = TypeVar("T")
 
 OWNER = "alice"
-GROUP = "belle"
+GROUP = "belle_user"
 RELEASE = "release-08-00-00"
 FAILOVER_SITE = "GP.DATA.test"
 FAILOVER_SE = "FAILOVER-SE"
@@ -129,17 +136,36 @@ class Grid:
         self.central = CentralHandle(self.root / "central", grid_config(self.root, central))
         create_release(self.root / "releases", RELEASE)
         self.software_setup = setup_template(self.root / "releases")
-        self.env = subprocess_env(self.root, OWNER, GROUP)
+        self.env = subprocess_env(self.root)
+        self.user_env = dict(self.env)
         self.directors: list[DirectorProcess] = []
         self.pilots: list[PilotProcess] = []
         self._client: CentralClient | None = None
+        self._admin: CentralClient | None = None
 
     # ---- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self.central.start()
-        settings = ClientSettings(central=self.central.target, user=OWNER, group=GROUP)
-        self._client = CentralClient(settings).__enter__()
+        # After the start: central's signing keys exist, tokens are signed with them.
+        token_file = self.root / "user" / "token"
+        write_token_file(token_file, self.central.user_token(OWNER, GROUP))
+        self.user_env["GRIDPILOT_CA"] = str(self.ca_path)
+        self.user_env["GRIDPILOT_TOKEN_FILE"] = str(token_file)
+        self._client = self._open_client(self.central.user_token(OWNER, GROUP), OWNER)
+        self._admin = self._open_client(self.central.admin_token(), "admin")
+
+    def _open_client(self, token: str, user: str) -> CentralClient:
+        settings = ClientSettings(
+            central=self.central.target, token=token, tls=ClientTls(ca=self.ca_path), user=user
+        )
+        return CentralClient(settings).__enter__()
+
+    @property
+    def ca_path(self) -> Path:
+        if self.central.ca_path is None:
+            raise RuntimeError("the grid's central runs without TLS")
+        return self.central.ca_path
 
     def close(self) -> None:
         try:
@@ -149,14 +175,23 @@ class Grid:
         finally:
             # Pilots, wrappers and payloads left behind, and central if its stop failed.
             kill_everything_under(self.root)
-            if self._client is not None:
-                self._client.close()
+            for client in (self._client, self._admin):
+                if client is not None:
+                    client.close()
 
     @property
     def client(self) -> CentralClient:
+        """Central as the user (OWNER) sees it."""
         if self._client is None:
             raise RuntimeError("the grid is not started")
         return self._client
+
+    @property
+    def admin(self) -> CentralClient:
+        """Central as an operator sees it (pilots, catalog writes)."""
+        if self._admin is None:
+            raise RuntimeError("the grid is not started")
+        return self._admin
 
     # ---- actors -------------------------------------------------------------------------------
 
@@ -165,10 +200,14 @@ class Grid:
     ) -> DirectorProcess:
         name = f"director-{site.queue}"
         work_dir = self.root / name
+        token_file = self.root / f"{name}.token"
+        write_token_file(token_file, self.central.director_token([site.name], name=name))
         config = {
             "director": {
                 "name": name,
                 "central": self.central.target,
+                "ca": str(self.ca_path),
+                "token_file": str(token_file),
                 "cycle_period": 0.5,
                 "work_dir": str(work_dir),
                 "failing_queue_skip_cycles": 1,
@@ -204,8 +243,14 @@ class Grid:
         return director
 
     def start_pilot(self, site: Site, name: str, idle_timeout: float = 10.0) -> PilotProcess:
+        """A pilot started by hand with what a director gives one: a single-use registration
+        token (a 0600 file, never argv) and the CA."""
+        token_file = self.root / "hand-pilots" / f"{name}.registration.token"
+        token = self.central.registration_token(site.name, site.ce, site.queue, director="hand")
+        write_token_file(token_file, token)
         argv = [
             "--central", self.central.target,
+            "--ca", str(self.ca_path), "--token-file", str(token_file),
             "--site", site.name, "--ce", site.ce, "--queue", site.queue,
             "--slots", "1", "--memory-mb", "2000",
             "--software-setup", self.software_setup,
@@ -230,7 +275,7 @@ class Grid:
             argv,
             check=False,
             cwd=cwd,
-            env=self.env,
+            env=self.user_env,
             capture_output=True,
             text=True,
             timeout=CLI_TIMEOUT,
@@ -256,19 +301,26 @@ class Grid:
                 )
             )
         request = data_pb2.RegisterReplicasRequest(replicas=registrations)
-        self.call(self.client.data.RegisterReplicas, request)
+        self.call(self.admin.data.RegisterReplicas, request, client=self.admin)
 
     def se_path(self, se: str, lfn: str) -> Path:
         return self.central.se_dirs[se] / lfn.lstrip("/")
 
     # ---- looking at central -------------------------------------------------------------------
 
-    def call(self, method: Callable[..., T], request: Any, retry_for: float = 15.0) -> T:
-        """A call that rides out a central restart (the channel reconnects on its own)."""
+    def call(
+        self,
+        method: Callable[..., T],
+        request: Any,
+        retry_for: float = 15.0,
+        client: CentralClient | None = None,
+    ) -> T:
+        """A call that rides out a central restart (the channel reconnects on its own);
+        `client` is the stub's client (the user's by default)."""
         deadline = time.monotonic() + retry_for
         while True:
             try:
-                return self.client.call(method, request, timeout=10.0)
+                return (client or self.client).call(method, request, timeout=10.0)
             except CentralUnreachableError:
                 if time.monotonic() > deadline:
                     raise

@@ -1,4 +1,9 @@
-"""A real central plus helpers to put data in, submit, match and run `python -m wrapper`."""
+"""A real central plus helpers to put data in, submit, match and run `python -m wrapper`.
+
+Every party uses its own token, as in production: the user (alice) submits and reads her
+jobs, the operator registers catalog entries, the pilot registers with a registration token
+and matches with its session token, and the wrapper gets the match's job token in job.token.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gridpilot.channel import open_sync_channel
+import grpc
+
+from gridpilot.channel import MutableToken, write_token_file
 from gridpilot.checksum import adler32_of_bytes
 from gridpilot.v1 import (
     common_pb2,
@@ -28,7 +35,6 @@ from tests.wrapper.helpers import RELEASE, subprocess_env
 
 OWNER = "alice"
 PROJECT = "wrapper-it"
-METADATA = (("x-gridpilot-user", OWNER), ("x-gridpilot-group", "belle_user"))
 WRAPPER_TIMEOUT = 90.0
 
 
@@ -39,16 +45,32 @@ class Grid:
         self.central = central
         self.tmp_path = tmp_path
         self.software_setup = software_setup
-        self.channel = open_sync_channel(central.target)
-        self.jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
-        self.data = data_pb2_grpc.DataServiceStub(self.channel)
-        self.pilots = pilots_pb2_grpc.PilotServiceStub(self.channel)
-        self.sandboxes = sandboxes_pb2_grpc.SandboxServiceStub(self.channel)
-        self.pilot_id = self.pilots.RegisterPilot(
-            pilots_pb2.RegisterPilotRequest(resources=self.resources()),
-            timeout=10,
-            metadata=METADATA,
-        ).pilot_id
+        self.pilot_token = MutableToken(central.registration_token())
+        self._channels: list[grpc.Channel] = []
+        self.reconnect()
+        registered = self.pilots.RegisterPilot(
+            pilots_pb2.RegisterPilotRequest(resources=self.resources()), timeout=10
+        )
+        self.pilot_id = registered.pilot_id
+        self.pilot_token.set(registered.pilot_token)
+
+    def reconnect(self) -> None:
+        """New channels for the user, the operator and the pilot (after a central restart)."""
+        self.close()
+        user = self.central.sync_channel(self.central.user_token(OWNER))
+        admin = self.central.sync_channel(self.central.admin_token())
+        pilot = self.central.sync_channel(self.pilot_token)
+        self._channels = [user, admin, pilot]
+        self.jobs = jobs_pb2_grpc.JobServiceStub(user)
+        self.data = data_pb2_grpc.DataServiceStub(user)
+        self.sandboxes = sandboxes_pb2_grpc.SandboxServiceStub(user)
+        self.admin_data = data_pb2_grpc.DataServiceStub(admin)
+        self.pilots = pilots_pb2_grpc.PilotServiceStub(pilot)
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self._channels = []
 
     @staticmethod
     def resources() -> common_pb2.ResourceDescription:
@@ -66,7 +88,7 @@ class Grid:
             path = self.se_path(se, lfn)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
-        self.data.RegisterReplicas(
+        self.admin_data.RegisterReplicas(
             data_pb2.RegisterReplicasRequest(
                 replicas=[
                     data_pb2.ReplicaRegistration(
@@ -76,7 +98,6 @@ class Grid:
                 ]
             ),
             timeout=10,
-            metadata=METADATA,
         )
 
     def upload_input_sandbox(self, files: dict[str, bytes]) -> str:
@@ -96,7 +117,7 @@ class Grid:
             )
             yield sandboxes_pb2.UploadSandboxRequest(data=blob)
 
-        response = self.sandboxes.UploadSandbox(requests(), timeout=10, metadata=METADATA)
+        response = self.sandboxes.UploadSandbox(requests(), timeout=10)
         return response.sandbox_id
 
     def submit_and_match(self, **spec_fields: Any) -> pilots_pb2.MatchedJob:
@@ -116,12 +137,11 @@ class Grid:
             else:
                 setattr(spec, key, value)
         (job_id,) = self.jobs.SubmitJobs(
-            jobs_pb2.SubmitJobsRequest(jobs=[spec]), timeout=10, metadata=METADATA
+            jobs_pb2.SubmitJobsRequest(jobs=[spec]), timeout=10
         ).job_ids
         response = self.pilots.RequestJob(
             pilots_pb2.RequestJobRequest(pilot_id=self.pilot_id, resources=self.resources()),
             timeout=10,
-            metadata=METADATA,
         )
         assert response.HasField("job")
         assert response.job.job_id == job_id
@@ -131,9 +151,14 @@ class Grid:
         return self.tmp_path / "pilot" / f"job_{matched.job_id}_{matched.attempt}"
 
     def start_wrapper(self, matched: pilots_pb2.MatchedJob, *extra: str) -> subprocess.Popen[bytes]:
+        """What the pilot does: job.pb (without the token), job.token (0600), the wrapper."""
         job_dir = self.job_dir(matched)
         job_dir.mkdir(parents=True)
-        (job_dir / "job.pb").write_bytes(matched.SerializeToString())
+        write_token_file(job_dir / "job.token", matched.job_token)
+        described = pilots_pb2.MatchedJob()
+        described.CopyFrom(matched)
+        described.ClearField("job_token")
+        (job_dir / "job.pb").write_bytes(described.SerializeToString())
         argv = [
             sys.executable,
             "-m",
@@ -152,6 +177,8 @@ class Grid:
             "1",
             "--central-retry-seconds",
             "60",
+            "--ca",
+            str(self.central.ca_path),
             *extra,
         ]
         with (job_dir / "wrapper.log").open("wb") as log:
@@ -164,15 +191,12 @@ class Grid:
         return proc.wait(timeout=WRAPPER_TIMEOUT)
 
     def get_job(self, job_id: int) -> jobs_pb2.GetJobResponse:
-        return self.jobs.GetJob(
-            jobs_pb2.GetJobRequest(job_id=job_id), timeout=10, metadata=METADATA
-        )
+        return self.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=10)
 
     def output_sandbox_names(self, sandbox_id: str) -> list[str]:
         chunks = self.sandboxes.DownloadSandbox(
             sandboxes_pb2.DownloadSandboxRequest(sandbox_id=sandbox_id),
             timeout=10,
-            metadata=METADATA,
         )
         blob = b"".join(c.data for c in chunks)
         with tarfile.open(fileobj=io.BytesIO(blob)) as tar:

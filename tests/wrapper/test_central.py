@@ -7,6 +7,7 @@ import time
 import grpc
 import pytest
 
+from gridpilot.channel import ClientSecurity, StaticToken
 from gridpilot.v1 import common_pb2
 from wrapper.central import CentralConnection, CentralError, backoff_delays
 
@@ -25,7 +26,13 @@ def _dead_port() -> int:
 
 
 def test_unreachable_central_gives_up_after_budget() -> None:
-    conn = CentralConnection(f"127.0.0.1:{_dead_port()}", job_id=1, attempt=1, retry_seconds=1.0)
+    conn = CentralConnection(
+        f"127.0.0.1:{_dead_port()}",
+        job_id=1,
+        attempt=1,
+        security=ClientSecurity.insecure(StaticToken("job-token")),
+        retry_seconds=1.0,
+    )
     try:
         started = time.monotonic()
         with pytest.raises(CentralError) as info:

@@ -13,14 +13,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gridpilot.channel import open_sync_channel
 from gridpilot.checksum import adler32_of_bytes, adler32_of_file
 from gridpilot.demo.basf2_standin import OUTPUT_MAGIC
 from gridpilot.v1 import (
     common_pb2,
     data_pb2,
     jobs_pb2,
-    jobs_pb2_grpc,
 )
 from tests.support.central_process import (
     FAILOVER_SE,
@@ -30,7 +28,6 @@ from tests.support.central_process import (
     running_central,
 )
 from tests.wrapper.grid import (
-    METADATA,
     OWNER,
     PROJECT,
     WRAPPER_TIMEOUT,
@@ -59,7 +56,7 @@ def grid(tmp_path: Path, software_setup: str) -> Iterator[Grid]:
         try:
             yield g
         finally:
-            g.channel.close()
+            g.close()
 
 
 def test_job_done_with_output_on_destination_se(grid: Grid) -> None:
@@ -92,7 +89,7 @@ def test_job_done_with_output_on_destination_se(grid: Grid) -> None:
     assert "Uploading outputs" in minors
     # The catalog knows the new file.
     replicas = grid.data.GetReplicas(
-        data_pb2.GetReplicasRequest(lfns=[expected_lfn], site=SITE), timeout=10, metadata=METADATA
+        data_pb2.GetReplicasRequest(lfns=[expected_lfn], site=SITE), timeout=10
     )
     assert [r.se for r in replicas.files[0].replicas] == [LOCAL_SE]
 
@@ -111,7 +108,7 @@ def test_failover_when_destination_refuses_writes(grid: Grid) -> None:
     assert adler32_of_file(stored) == out.adler32
     # Central queued the replication to the intended destination.
     requests = grid.data.ListFailoverRequests(
-        data_pb2.ListFailoverRequestsRequest(job_id=matched.job_id), timeout=10, metadata=METADATA
+        data_pb2.ListFailoverRequestsRequest(job_id=matched.job_id), timeout=10
     ).requests
     assert [(r.lfn, r.source_se, r.target_se) for r in requests] == [
         (expected_lfn, FAILOVER_SE, LOCAL_SE)
@@ -186,9 +183,7 @@ def test_report_survives_central_restart(grid: Grid) -> None:
     time.sleep(1.0)
     grid.central.start()
     assert proc.wait(timeout=WRAPPER_TIMEOUT) == 0, grid.logs(matched)
-    grid.channel.close()
-    grid.channel = open_sync_channel(grid.central.target)
-    grid.jobs = jobs_pb2_grpc.JobServiceStub(grid.channel)
+    grid.reconnect()
     assert grid.get_job(matched.job_id).job.status == S.JOB_STATUS_DONE, grid.logs(matched)
     assert "central.retrying" in grid.logs(matched)
 
@@ -217,7 +212,6 @@ def test_stale_attempt_report_refused(grid: Grid) -> None:
     grid.jobs.RescheduleJobs(
         jobs_pb2.RescheduleJobsRequest(selection=jobs_pb2.JobSelection(job_ids=[matched.job_id])),
         timeout=10,
-        metadata=METADATA,
     )
     # The wrapper of the old attempt runs, but central refuses its report: no report.done.
     assert grid.run_wrapper(matched) == 3, grid.logs(matched)
@@ -232,7 +226,7 @@ def test_bad_job_file(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             *(sys.executable, "-m", "wrapper", "--central", "127.0.0.1:1"),
-            *("--job-dir", str(job_dir), "--site", SITE),
+            *("--job-dir", str(job_dir), "--site", SITE, "--insecure"),
         ],
         capture_output=True,
         text=True,

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from gridpilot.channel import ClientSecurity, StaticToken
 from gridpilot.checksum import adler32_of_bytes
 from gridpilot.v1 import common_pb2, data_pb2, pilots_pb2
 from wrapper.central import CentralConnection
@@ -130,7 +131,9 @@ def _context(tmp_path: Path, registry: dict[str, data_pb2.StorageElement]) -> Jo
     )
     options = WrapperOptions(central="127.0.0.1:1", job_dir=tmp_path / "job", site="S")
     # Never dialled: the SE registry below is already known.
-    central = CentralConnection(options.central, job.job_id, job.attempt)
+    central = CentralConnection(
+        options.central, job.job_id, job.attempt, ClientSecurity.insecure(StaticToken("t"))
+    )
     ctx = JobContext(options=options, job=job, central=central, _storage_elements=registry)
     ctx.work_dir.mkdir(parents=True)
     return ctx
