@@ -52,7 +52,11 @@ async def register_pilot(
     hostname: str,
     now: float,
 ) -> str:
-    """Record the pilot as Running; a pilot started by hand (no id) gets one."""
+    """Record the pilot as Running; a pilot started by hand (no id) gets one.
+
+    A fresh pilot counts as idle until its first match: it is free capacity, so a site
+    director must not submit another pilot for a job this one is about to take.
+    """
     _require_site(config, resources.site)
     pilot_id = pilot_id or f"manual-{uuid.uuid4()}"
     current = await store.get_pilot(pilot_id)
@@ -71,6 +75,7 @@ async def register_pilot(
                     submitted=now,
                     registered=now,
                     last_heartbeat=now,
+                    idle_since=now,
                     state_changed=now,
                 )
             ]
@@ -82,7 +87,12 @@ async def register_pilot(
         await store.update_pilots(
             [
                 PilotUpdate(
-                    pilot_id=pilot_id, time=now, state=state, registered=now, last_heartbeat=now
+                    pilot_id=pilot_id,
+                    time=now,
+                    state=state,
+                    registered=now,
+                    last_heartbeat=now,
+                    idle=True,
                 )
             ]
         )

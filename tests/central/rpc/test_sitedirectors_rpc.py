@@ -170,3 +170,32 @@ def test_banned_site_is_blocked_and_gets_no_job(tmp_path: Path) -> None:
             await env.pilots.ReportPilotEnd(end)
 
     run(body())
+
+
+def test_registered_pilot_counts_idle_until_its_first_match(tmp_path: Path) -> None:
+    """Otherwise a director sees neither a waiting nor an idle pilot and submits one more."""
+
+    async def body() -> None:
+        async with inprocess_central(tmp_path) as env:
+            await submit(env, spec())
+            await env.directors.RecordPilots(
+                SD.RecordPilotsRequest(
+                    pilots=[SD.PilotRecord(pilot_id="p0", site=SITE, ce=CE, queue=QUEUE)]
+                )
+            )
+            await register(env, "p0")
+
+            async def demand() -> SD.QueueDemand:
+                await env.central.heartbeats.flush(env.central.clock())
+                reply = await env.directors.GetPilotDemand(
+                    SD.GetPilotDemandRequest(queues=[resources()])
+                )
+                return reply.demands[0]
+
+            fresh = await demand()
+            assert (fresh.pilots_running, fresh.pilots_idle, fresh.eligible_jobs) == (1, 1, 1)
+            assert await request_job(env, "p0") is not None
+            busy = await demand()
+            assert (busy.pilots_running, busy.pilots_idle, busy.eligible_jobs) == (1, 0, 0)
+
+    run(body())
