@@ -133,21 +133,13 @@ def submit_pilots(
             for pid, token in zip(pilot_ids, tokens, strict=True)
         ),
     )
+    failure: Exception | None = None
     try:
         results = backend.submit(request)
     except Exception as exc:
         # The backend attempted nothing usable: all recorded pilots end here.
+        failure = exc
         results = [SubmitResult.failed(pid, f"{type(exc).__name__}: {exc}") for pid in pilot_ids]
-        _settle(
-            queue=queue,
-            pilot_ids=pilot_ids,
-            results=results,
-            client=client,
-            journal=journal,
-            report=report,
-            now=now,
-        )
-        raise
     _settle(
         queue=queue,
         pilot_ids=pilot_ids,
@@ -157,6 +149,8 @@ def submit_pilots(
         report=report,
         now=now,
     )
+    if failure is not None:
+        raise failure
     return report
 
 

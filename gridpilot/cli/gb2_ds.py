@@ -22,6 +22,7 @@ from gridpilot.cli.common import (
     make_parser,
     run_command,
 )
+from gridpilot.cli.datasets import list_dataset
 from gridpilot.cli.ds_download import (
     DEFAULT_WORKERS,
     FileResult,
@@ -33,7 +34,7 @@ from gridpilot.cli.ds_download import (
 )
 from gridpilot.cli.gbasf2 import PROJECT_NAME_RE
 from gridpilot.cli.tables import dataset_table, file_to_dict
-from gridpilot.client import CentralClient, CentralRequestError, ClientSettings
+from gridpilot.client import CentralClient, ClientSettings
 from gridpilot.v1 import data_pb2
 
 # GetReplicas requests stay small however big the dataset is.
@@ -48,18 +49,6 @@ def dataset_lpn(target: str, user: str) -> str:
     if not PROJECT_NAME_RE.match(target):
         raise UsageError(f"{target!r} is neither an LPN (starting with '/') nor a project name")
     return f"/belle/user/{user}/{target}"
-
-
-def list_dataset(client: CentralClient, lpn: str) -> list[data_pb2.FileReplicas]:
-    try:
-        response: data_pb2.ListDatasetResponse = client.call(
-            client.data.ListDataset, data_pb2.ListDatasetRequest(lpn=lpn)
-        )
-    except CentralRequestError as exc:
-        raise CliError(f"cannot list dataset {lpn}: {exc}") from exc
-    if not response.files:
-        raise CliError(f"dataset {lpn} is unknown or empty")
-    return list(response.files)
 
 
 # ---- gb2_ds_list -------------------------------------------------------------------------------

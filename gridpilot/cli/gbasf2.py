@@ -26,9 +26,10 @@ from gridpilot.cli.common import (
     run_command,
     split_names,
 )
+from gridpilot.cli.datasets import list_dataset
 from gridpilot.cli.sandbox import build_input_sandbox, upload_input_sandbox
 from gridpilot.client import CentralClient, CentralRequestError, ClientSettings
-from gridpilot.v1 import common_pb2, data_pb2, jobs_pb2
+from gridpilot.v1 import common_pb2, jobs_pb2
 
 PROG = "gbasf2"
 PROJECT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -158,15 +159,7 @@ def resolve_input_files(client: CentralClient, datasets: tuple[str, ...]) -> lis
     """Every file of every dataset, in catalog order, each once."""
     lfns: dict[str, None] = {}
     for lpn in datasets:
-        try:
-            response: data_pb2.ListDatasetResponse = client.call(
-                client.data.ListDataset, data_pb2.ListDatasetRequest(lpn=lpn)
-            )
-        except CentralRequestError as exc:
-            raise CliError(f"cannot list dataset {lpn}: {exc}") from exc
-        if not response.files:
-            raise CliError(f"dataset {lpn} is unknown or empty")
-        for f in response.files:
+        for f in list_dataset(client, lpn):
             lfns.setdefault(f.lfn, None)
     return list(lfns)
 

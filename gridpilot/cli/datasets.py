@@ -1,0 +1,20 @@
+"""Dataset look-ups shared by gbasf2 (input files) and the gb2_ds_* commands."""
+
+from __future__ import annotations
+
+from gridpilot.cli.common import CliError
+from gridpilot.client import CentralClient, CentralRequestError
+from gridpilot.v1 import data_pb2
+
+
+def list_dataset(client: CentralClient, lpn: str) -> list[data_pb2.FileReplicas]:
+    """The dataset's files; CliError when central refuses or the dataset is unknown or empty."""
+    try:
+        response: data_pb2.ListDatasetResponse = client.call(
+            client.data.ListDataset, data_pb2.ListDatasetRequest(lpn=lpn)
+        )
+    except CentralRequestError as exc:
+        raise CliError(f"cannot list dataset {lpn}: {exc}") from exc
+    if not response.files:
+        raise CliError(f"dataset {lpn} is unknown or empty")
+    return list(response.files)
