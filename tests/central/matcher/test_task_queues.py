@@ -28,14 +28,15 @@ def test_identical_requirements_share_a_queue() -> None:
     assert len(tq) == 7
 
 
-def test_priority_then_oldest() -> None:
+def test_priority_then_first_queued() -> None:
     tq = TaskQueues()
     _add(tq, 10, priority=1)
     _add(tq, 3, priority=1)
     _add(tq, 7, priority=9, tags=("1GB",))
     _add(tq, 5, priority=0)
-    order = [tq.match(BIG) for _ in range(5)]
-    assert order == [7, 3, 10, 5, None]
+    _add(tq, 2, priority=1, tags=("1GB",))  # another queue: its head (2) is older than 10
+    order = [tq.match(BIG) for _ in range(6)]
+    assert order == [7, 2, 10, 3, 5, None]
     assert len(tq) == 0
     assert tq.queue_count == 0
 
