@@ -2,6 +2,7 @@
 
     gridpilot central serve --config central.toml
     gridpilot pilot ...            gridpilot sitedirector ...       gridpilot demo ...
+    gridpilot bench matcher [--quick] [--json] [--jobs N] ...   (docs/benchmarks.md)
     gridpilot admin pilots [--site S] [--status S] [--json]
     gridpilot admin se [--json]
     gridpilot admin se-status NAME --no-write
@@ -39,6 +40,7 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "pilot": ("pilot.main", "the worker-node pilot"),
     "sitedirector": ("sitedirectors.main", "the site director loop"),
     "demo": ("gridpilot.demo.runner", "run a local demonstration grid"),
+    "bench": ("gridpilot.bench.main", "benchmarks (e.g. 'gridpilot bench matcher --quick')"),
 }
 
 

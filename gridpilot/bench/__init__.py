@@ -1,0 +1,1 @@
+"""Benchmarks of a real central: `gridpilot bench matcher` (see docs/benchmarks.md)."""
