@@ -35,6 +35,12 @@ from typing import Any
 
 import msgspec
 
+from central.config_matcher import (
+    MatcherSection,
+    MatchingDelaySection,
+    RunningLimitSection,
+    matcher_problems,
+)
 from central.config_security import (
     ExternalIssuerSection,
     GroupSection,
@@ -53,6 +59,9 @@ __all__ = [
     "ExternalIssuerSection",
     "FailoverSection",
     "GroupSection",
+    "MatcherSection",
+    "MatchingDelaySection",
+    "RunningLimitSection",
     "SecuritySection",
     "SiteSection",
     "StorageElementSection",
@@ -125,6 +134,8 @@ class CentralConfig(_Strict):
     # Empty means the defaults: belle_user (user), belle_production, belle_admin.
     groups: list[GroupSection] = msgspec.field(default_factory=list)
     users: list[UserSection] = msgspec.field(default_factory=list)
+    # Fair share and limiters; reloadable without a restart.
+    matcher: MatcherSection = msgspec.field(default_factory=MatcherSection)
 
     def site(self, name: str) -> SiteSection | None:
         return next((s for s in self.sites if s.name == name), None)
@@ -199,6 +210,9 @@ def _validate(cfg: CentralConfig) -> None:
     if c.max_rescheduling < 0:
         problems.append("central.max_rescheduling must not be negative")
     problems.extend(security_problems(cfg.security, cfg.effective_groups(), cfg.users))
+    problems.extend(
+        matcher_problems(cfg.matcher, known_sites, {g.name for g in cfg.effective_groups()})
+    )
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
 

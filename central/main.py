@@ -4,6 +4,10 @@
 The port file holds "host:port" of the main port on its first line and, when central serves a
 mutual-TLS login port, "login host:port" on the second (readers take the first line).
 
+SIGHUP re-reads the configuration file and applies its [matcher] section (fair share, running
+limits, matching delays) without a restart; an invalid file is refused with a log line and the
+policy in force stays. Every other section needs a restart.
+
 Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 2 for a bad configuration or command
 line, 1 when central cannot start (port taken, data directory unusable...).
 """
@@ -23,7 +27,13 @@ import msgspec
 import uvloop
 
 from central.config import CentralConfig, ConfigError, check_serving, load_config
-from central.server import DEFAULT_GRACE_SECONDS, create_server, login_port, stop_server
+from central.server import (
+    DEFAULT_GRACE_SECONDS,
+    Central,
+    create_server,
+    login_port,
+    stop_server,
+)
 from gridpilot.logs import configure_logging, get_logger
 
 log = get_logger("central.main")
@@ -95,12 +105,49 @@ def _local_host(listen: str) -> str:
     return host
 
 
-async def serve(config: CentralConfig, port_file: Path | None, grace: float) -> None:
+async def reload_matcher_policy(central: Central, config_path: Path) -> bool:
+    """SIGHUP: apply the file's [matcher] section if the whole file is valid; False if refused."""
+    try:
+        # Off the event loop: reading a file may block.
+        fresh = await asyncio.to_thread(load_config, config_path)
+    except ConfigError as exc:
+        log.error("central.reload_refused", path=str(config_path), error=str(exc))
+        return False
+    try:
+        central.reload_matcher(fresh.matcher)
+    except ValueError as exc:  # the matcher refused the policy: the old one stays
+        log.error("central.reload_refused", path=str(config_path), error=str(exc))
+        return False
+    log.info("central.reloaded", path=str(config_path), section="matcher")
+    return True
+
+
+async def serve(
+    config: CentralConfig, port_file: Path | None, grace: float, config_path: Path | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server, port = await create_server(config)
+    central = Central(config)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hangup() -> None:
+        if config_path is None:
+            log.warning("central.reload_ignored", reason="no configuration file")
+            return
+        task = asyncio.create_task(reload_matcher_policy(central, config_path))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    # Before starting: SIGHUP's default action would end the process.
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    await central.start()
+    try:
+        server, port = await create_server(config, central)
+    except BaseException:
+        await central.stop()
+        raise
     try:
         host = _local_host(config.central.listen)
         login = login_port(server)
@@ -120,7 +167,8 @@ async def serve(config: CentralConfig, port_file: Path | None, grace: float) -> 
         await stop.wait()
         log.info("central.stopping", grace=grace)
     finally:
-        await stop_server(server, grace)
+        loop.remove_signal_handler(signal.SIGHUP)
+        await stop_server(server, grace, central)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(config.central.log_level)
     try:
-        uvloop.run(serve(config, args.port_file, args.grace))
+        uvloop.run(serve(config, args.port_file, args.grace, args.config))
     except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
         print(f"{PROG}: error: cannot run central: {exc}", file=sys.stderr)
         return 1

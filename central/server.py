@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import msgspec
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -36,8 +37,10 @@ from central.agents import (
 )
 from central.auth.runtime import Security
 from central.config import CentralConfig, check_serving
+from central.config_matcher import MatcherSection
 from central.logic.data import StorageElements
 from central.logic.heartbeats import HeartbeatBuffer
+from central.logic.matching import apply_policy, restore_matcher
 from central.logic.sessions import SessionRegistry
 from central.logic.transitions import TransitionBatcher
 from central.matcher import Matcher, TaskQueues
@@ -161,8 +164,7 @@ class Central:
         try:
             await security.load(self.store)
             await self.ses.sync_from_config(self.store, self.config)
-            waiting = await self.store.waiting_jobs()
-            self.matcher.rebuild(waiting)
+            waiting = await restore_matcher(self.store, self.matcher, self.config.matcher)
             self.matcher.set_banned_owners(security.bans.banned_users())
         except BaseException:
             await self.store.close()
@@ -175,7 +177,7 @@ class Central:
         log.info(
             "central.started",
             data_dir=str(self.data_dir),
-            waiting_jobs=len(waiting),
+            waiting_jobs=waiting,
             ses=len(self.ses.all()),
         )
 
@@ -192,6 +194,11 @@ class Central:
             registration_pruner(self.store, self.security, clock=clock),
         ]
         return {a.name: a for a in agents}
+
+    def reload_matcher(self, section: MatcherSection) -> None:
+        """Apply a new, already validated [matcher] section (fair share, limiters) now."""
+        apply_policy(self.matcher, section, reason="reload")
+        self.config = msgspec.structs.replace(self.config, matcher=section)
 
     def wake_failover(self) -> None:
         agent = self.agents.get("failover")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,7 +138,7 @@ async def request_job(
         heartbeats.note_pilot(pilot_id, now, idle=True)
         return None
     for _ in range(_MAX_MATCH_TRIES):
-        job_id = matcher.match(resources)
+        job_id = matcher.match(resources, now)
         if job_id is None:
             break
         transition = Transition(
@@ -149,22 +151,68 @@ async def request_job(
             pilot_id=pilot_id,
             site=resources.site,
         )
+        # Shielded: a caller that goes away mid-commit does not stop the commit, and the
+        # matcher's view is settled from its real outcome, not from a guess made before it.
+        commit = asyncio.ensure_future(batcher.apply(transition))
         try:
-            job = await batcher.apply(transition)
-        except BaseException:
-            await _requeue_after_error(store, matcher, job_id)
+            job = await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            commit.add_done_callback(
+                functools.partial(_settle_abandoned, store, matcher, job_id, resources.site)
+            )
+            raise
+        except Exception:
+            # The transaction rolled back: the job is still Waiting.
+            await _requeue_after_error(store, matcher, job_id, resources.site)
             raise
         if job is None:
-            # Killed or deleted between the match and the commit: try the next one.
+            # Killed or deleted between the match and the commit: the slot the matcher counted
+            # for it was never taken; try the next one.
+            await _release_uncommitted(store, matcher, job_id, resources.site)
             continue
         heartbeats.note_pilot(pilot_id, now, idle=False)
-        log.info("job.matched", job_id=job_id, pilot_id=pilot_id, site=resources.site)
+        # Debug only: this is the hot path (thousands per second).
+        log.debug("job.matched", job_id=job_id, pilot_id=pilot_id, site=resources.site)
         return _assignment(job, config, ses, resources.site)
     heartbeats.note_pilot(pilot_id, now, idle=True)
     return None
 
 
-async def _requeue_after_error(store: Store, matcher: Matcher, job_id: int) -> None:
+# Settling tasks of abandoned requests, kept referenced until they finish.
+_settling: set[asyncio.Task[None]] = set()
+
+
+def _settle_abandoned(
+    store: Store,
+    matcher: Matcher,
+    job_id: int,
+    site: str,
+    commit: asyncio.Future[JobRecord | None],
+) -> None:
+    """The requester went away; its match committed (nothing to undo: the job is Matched to
+    that pilot and will be rescheduled when it stalls), or did not (undo the match)."""
+    if commit.cancelled() or commit.exception() is not None:
+        coro = _requeue_after_error(store, matcher, job_id, site)
+    elif commit.result() is None:
+        coro = _release_uncommitted(store, matcher, job_id, site)
+    else:
+        return
+    task = asyncio.ensure_future(coro)
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+
+
+async def _release_uncommitted(store: Store, matcher: Matcher, job_id: int, site: str) -> None:
+    try:
+        job = await store.get_job(job_id)
+    except Exception:
+        log.exception("job.release_failed", job_id=job_id, site=site)
+        return
+    if job is not None:
+        matcher.release(site, job.job_type, job.owner, job.group)
+
+
+async def _requeue_after_error(store: Store, matcher: Matcher, job_id: int, site: str) -> None:
     """The commit failed (or the caller went away mid-commit): the job may still be Waiting."""
     try:
         job = await store.get_job(job_id)
@@ -172,6 +220,8 @@ async def _requeue_after_error(store: Store, matcher: Matcher, job_id: int) -> N
         log.exception("job.requeue_failed", job_id=job_id)
         return
     if job is not None and job.status == JobStatus.WAITING:
+        # Not matched after all: give back the slot counted at match time, and requeue.
+        matcher.release(site, job.job_type, job.owner, job.group)
         matcher.add(job.job_id, job.priority, job.owner, job.group, job.requirements)
 
 

@@ -199,7 +199,8 @@ async def finish_job(
         raise InvalidArgumentError(f"job {job.job_id}: {exc}") from exc
     if after is None:
         raise FailedPreconditionError(f"job {job.job_id} changed state meanwhile; report refused")
-    log.info(
+    # Debug only: one per job, thousands per second under load.
+    log.debug(
         "job.finished",
         job_id=job.job_id,
         attempt=job.attempt,

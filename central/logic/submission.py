@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 from central.config import CentralConfig
 from central.logic.errors import GridpilotError, InvalidArgumentError, PermissionDeniedError
 from central.logic.identity import PRODUCTION_JOB_TYPE, Caller
-from central.matcher import Matcher, encode_requirements, requirements_from_spec
+from central.matcher import Matcher, Requirements, encode_requirements, requirements_from_spec
 from central.store.interface import Store
 from central.store.records import NewJob
 from gridpilot.logs import get_logger
@@ -49,14 +49,39 @@ def _spec_problems(spec: common_pb2.JobSpec, config: CentralConfig) -> list[str]
     return problems
 
 
-def _normalized(spec: common_pb2.JobSpec, caller: Caller) -> common_pb2.JobSpec:
+def _owner_suffix(caller: Caller, job_type: str) -> bytes:
+    """Serialized fields that, appended to a serialized spec, set who owns it.
+
+    Protobuf merges concatenated messages field by field (the last scalar wins), so the stored
+    spec is the client's bytes plus these: no per-job copy of the message. The owner is who
+    called, whatever the client wrote."""
+    return common_pb2.JobSpec(
+        owner=caller.user, group=caller.group, job_type=job_type or DEFAULT_JOB_TYPE
+    ).SerializeToString()
+
+
+def _stored_spec(spec: common_pb2.JobSpec, caller: Caller, job_type: str, suffix: bytes) -> bytes:
+    if (caller.group or not spec.group) and (caller.user or not spec.owner):
+        return spec.SerializeToString() + suffix
+    # An empty caller field serializes to nothing and would not override the client's value.
     out = common_pb2.JobSpec()
     out.CopyFrom(spec)
-    # The owner is who called, whatever the client wrote.
-    out.owner = caller.user
-    out.group = caller.group
-    out.job_type = spec.job_type or DEFAULT_JOB_TYPE
-    return out
+    out.owner, out.group, out.job_type = caller.user, caller.group, job_type
+    return out.SerializeToString()
+
+
+def _shape(spec: common_pb2.JobSpec) -> tuple[object, ...]:
+    """Everything the task-queue key depends on (besides the owner, the same for all)."""
+    return (
+        tuple(spec.tags),
+        spec.number_of_processors,
+        spec.max_ram_mb,
+        spec.cpu_time,
+        tuple(spec.sites),
+        tuple(spec.banned_sites),
+        spec.platform,
+        spec.job_type or DEFAULT_JOB_TYPE,
+    )
 
 
 async def _check_references(store: Store, specs: Sequence[common_pb2.JobSpec]) -> list[str]:
@@ -107,31 +132,47 @@ async def submit_jobs(
     _raise_problems(problems)
     _raise_problems(await _check_references(store, specs))
 
-    normalized = [_normalized(spec, caller) for spec in specs]
-    new_jobs = [
-        NewJob(
-            spec=spec.SerializeToString(),
-            requirements=encode_requirements(
-                requirements_from_spec(spec, caller.user, caller.group)
-            ),
-            project=spec.project,
-            owner=caller.user,
-            group=caller.group,
-            job_name=spec.job_name,
-            priority=spec.priority,
-            job_type=spec.job_type,
+    # Requirements are computed and encoded once per distinct shape, not per job: a bulk
+    # submission of 100,000 jobs usually has a handful of shapes.
+    keys: dict[tuple[object, ...], tuple[Requirements, bytes]] = {}
+    suffixes: dict[str, bytes] = {}
+    new_jobs: list[NewJob] = []
+    job_keys: list[Requirements] = []
+    for spec in specs:
+        job_type = spec.job_type or DEFAULT_JOB_TYPE
+        shape = _shape(spec)
+        key = keys.get(shape)
+        if key is None:
+            normalized = common_pb2.JobSpec()
+            normalized.CopyFrom(spec)
+            normalized.job_type = job_type
+            req = requirements_from_spec(normalized, caller.user, caller.group)
+            key = keys[shape] = (req, encode_requirements(req))
+        suffix = suffixes.get(job_type)
+        if suffix is None:
+            suffix = suffixes[job_type] = _owner_suffix(caller, job_type)
+        new_jobs.append(
+            NewJob(
+                spec=_stored_spec(spec, caller, job_type, suffix),
+                requirements=key[1],
+                project=spec.project,
+                owner=caller.user,
+                group=caller.group,
+                job_name=spec.job_name,
+                priority=spec.priority,
+                job_type=job_type,
+            )
         )
-        for spec in normalized
-    ]
+        job_keys.append(key[0])
     job_ids = await store.insert_jobs(new_jobs, now)
-    for job_id, job in zip(job_ids, new_jobs, strict=True):
-        matcher.add(job_id, job.priority, job.owner, job.group, job.requirements)
+    for job_id, job, req in zip(job_ids, new_jobs, job_keys, strict=True):
+        matcher.add_key(job_id, job.priority, job.owner, job.group, req)
     log.info(
         "jobs.submitted",
         count=len(job_ids),
         first_job_id=job_ids[0],
         owner=caller.user,
-        project=normalized[0].project,
+        project=specs[0].project,
     )
     return job_ids
 

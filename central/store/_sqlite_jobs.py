@@ -12,8 +12,10 @@ from typing import Any
 
 import msgspec
 
-from central.models.job_states import JobStatus, can_transition
+from central.models.job_states import ACTIVE_STATES, JobStatus, can_transition
 from central.store.records import (
+    ActiveSlot,
+    CompactWaiting,
     HeartbeatRecord,
     HistoryRecord,
     JobFilter,
@@ -35,6 +37,7 @@ _JOB_COLUMNS = (
 )
 
 _WAITING = JobStatus.WAITING.value
+_ACTIVE = tuple(sorted(s.value for s in ACTIVE_STATES))
 _DELETED = JobStatus.DELETED.value
 
 
@@ -80,10 +83,11 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
     ).fetchone()
     first = int(last) + 1
     ids = list(range(first, first + len(jobs)))
+    tq_ids = intern_task_queues(conn, {j.requirements for j in jobs})
     conn.executemany(
         "INSERT INTO jobs (job_id, spec, requirements, project, owner, owner_group, job_name, "
-        "priority, job_type, status, minor_status, submitted, updated) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
+        "priority, job_type, status, minor_status, submitted, updated, tq_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?)",
         (
             (
                 job_id,
@@ -98,6 +102,7 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
                 _WAITING,
                 now,
                 now,
+                tq_ids[j.requirements],
             )
             for job_id, j in zip(ids, jobs, strict=True)
         ),
@@ -107,6 +112,20 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
         "VALUES (?, ?, '', '', ?, 'JobStore')",
         ((job_id, _WAITING, now) for job_id in ids),
     )
+    return ids
+
+
+def intern_task_queues(conn: sqlite3.Connection, keys: set[bytes]) -> dict[bytes, int]:
+    """The task-queue id of each distinct requirements blob, creating the missing ones.
+
+    One lookup per distinct key, not per job: a bulk submission has a handful of shapes."""
+    ids: dict[bytes, int] = {}
+    for key in keys:
+        conn.execute("INSERT OR IGNORE INTO task_queues (requirements) VALUES (?)", (key,))
+        (tq_id,) = conn.execute(
+            "SELECT tq_id FROM task_queues WHERE requirements = ?", (key,)
+        ).fetchone()
+        ids[key] = int(tq_id)
     return ids
 
 
@@ -188,8 +207,15 @@ _OPTIONAL_FIELDS = (
 )
 
 
-def apply_transition(conn: sqlite3.Connection, t: Transition) -> JobRecord | None:
-    row = conn.execute("SELECT status, attempt FROM jobs WHERE job_id = ?", (t.job_id,)).fetchone()
+def apply_transition(
+    conn: sqlite3.Connection, t: Transition, released: list[ActiveSlot] | None = None
+) -> JobRecord | None:
+    """Apply one transition. A job leaving the active states appends the slot it held at its
+    site to `released` (read before the change: rescheduling clears the site)."""
+    row = conn.execute(
+        "SELECT status, attempt, site, job_type, owner, owner_group FROM jobs WHERE job_id = ?",
+        (t.job_id,),
+    ).fetchone()
     if row is None:
         return None
     current, attempt = JobStatus(row[0]), int(row[1])
@@ -224,6 +250,8 @@ def apply_transition(conn: sqlite3.Connection, t: Transition) -> JobRecord | Non
         "SELECT job_id, status, minor_status, application_status, ?, ? FROM jobs WHERE job_id = ?",
         (t.time, t.source, t.job_id),
     )
+    if released is not None and current in ACTIVE_STATES and t.status not in ACTIVE_STATES:
+        released.append((row[2], row[3], row[4], row[5]))
     return get_job(conn, t.job_id)
 
 
@@ -347,3 +375,28 @@ def summarize_projects(conn: sqlite3.Connection, where: JobFilter) -> list[Statu
         )
         for r in rows
     ]
+
+
+def waiting_jobs_compact(conn: sqlite3.Connection) -> CompactWaiting:
+    # The partial covering index answers this without touching the jobs table; its WHERE must
+    # be spelled literally (a bound parameter cannot prove the index applies).
+    rows: list[tuple[int, int, int]] = conn.execute(
+        "SELECT job_id, priority, tq_id FROM jobs INDEXED BY jobs_waiting_compact "
+        "WHERE status = 'Waiting' ORDER BY job_id"
+    ).fetchall()
+    used = {r[2] for r in rows}
+    queues = {
+        int(r[0]): bytes(r[1])
+        for r in conn.execute("SELECT tq_id, requirements FROM task_queues")
+        if r[0] in used
+    }
+    return rows, queues
+
+
+def running_jobs_for_limits(conn: sqlite3.Connection) -> list[ActiveSlot]:
+    rows = conn.execute(
+        "SELECT site, job_type, owner, owner_group FROM jobs "
+        "WHERE status IN (SELECT value FROM json_each(?))",
+        (json_list(_ACTIVE),),
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]

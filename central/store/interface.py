@@ -7,12 +7,14 @@ commit, never one fsync each. Implementations: central/store/sqlite.py (embedded
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from central.models.job_states import JobStatus
 from central.store.records import (
+    ActiveSlot,
     BanRecord,
+    CompactWaiting,
     FailoverRequestRecord,
     FileRecord,
     HeartbeatRecord,
@@ -69,6 +71,17 @@ class Store(Protocol):
 
     async def waiting_jobs(self) -> list[WaitingJob]:
         """Every Waiting job, to rebuild the matcher's task queues at start."""
+
+    async def waiting_jobs_compact(self) -> CompactWaiting:
+        """Every Waiting job as (job_id, priority, tq_id) by job id, and the encoded
+        requirements of their task queues by tq_id: one read, no per-job decoding."""
+
+    async def running_jobs_for_limits(self) -> list[ActiveSlot]:
+        """(site, job_type, owner, group) of every Matched/Running/Stalled/Completing job."""
+
+    def set_release_listener(self, listener: Callable[[Sequence[ActiveSlot]], None] | None) -> None:
+        """Called on the event loop, after the commit, with the slot of every job a transition
+        took out of the active states (once per such transition, whichever method did it)."""
 
     async def jobs_quiet_since(
         self, statuses: Sequence[JobStatus], cutoff: float

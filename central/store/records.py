@@ -65,6 +65,14 @@ class WaitingJob(_Record):
     requirements: bytes
 
 
+# (site, job_type, owner, group) of a job holding a slot at a site (Matched, Running, Stalled
+# or Completing): what the matcher's running limits count.
+ActiveSlot = tuple[str, str, str, str]
+
+# (job_id, priority, tq_id) of a waiting job, and the task queues' encoded requirements by id.
+CompactWaiting = tuple[list[tuple[int, int, int]], dict[int, bytes]]
+
+
 class JobScope(_Record):
     """Jobs a caller may reach: its own (`owner`), OR its group's (`group`, when set), OR
     every job of a type (`job_type`, when set, e.g. "Production" for production managers)."""

@@ -202,6 +202,26 @@ _V2: tuple[str, ...] = (
     "CREATE INDEX jobs_owner_group ON jobs (owner_group)",
 )
 
+# Version 3: task queues interned once per distinct requirements, so the matcher restarts from
+# (job_id, priority, tq_id) rows without decoding per-job requirements; a partial covering
+# index makes that read one scan of the waiting jobs only.
+_V3: tuple[str, ...] = (
+    """
+    CREATE TABLE task_queues (
+        tq_id INTEGER PRIMARY KEY,
+        requirements BLOB NOT NULL UNIQUE
+    )
+    """,
+    "ALTER TABLE jobs ADD COLUMN tq_id INTEGER NOT NULL DEFAULT 0",
+    "INSERT OR IGNORE INTO task_queues (requirements) SELECT DISTINCT requirements FROM jobs",
+    """
+    UPDATE jobs SET tq_id = (
+        SELECT t.tq_id FROM task_queues t WHERE t.requirements = jobs.requirements
+    )
+    """,
+    "CREATE INDEX jobs_waiting_compact ON jobs (job_id, priority, tq_id) WHERE status = 'Waiting'",
+)
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -214,7 +234,7 @@ def _statements(ddl: Sequence[str]) -> Migration:
 
 
 # MIGRATIONS[i] takes the schema from version i to version i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_statements(_V1), _statements(_V2))
+MIGRATIONS: tuple[Migration, ...] = (_statements(_V1), _statements(_V2), _statements(_V3))
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -19,12 +19,16 @@ from types import TracebackType
 from typing import Concatenate, ParamSpec, TypeVar
 
 from central.models.job_states import JobStatus
+from central.store import _sqlite_attempts as attempt_sql
 from central.store import _sqlite_data as data_sql
 from central.store import _sqlite_jobs as job_sql
 from central.store import _sqlite_pilots as pilot_sql
 from central.store import _sqlite_security as security_sql
+from central.store._group_commit import GroupCommit
 from central.store.records import (
+    ActiveSlot,
     BanRecord,
+    CompactWaiting,
     FailoverRequestRecord,
     FileRecord,
     HeartbeatRecord,
@@ -60,27 +64,7 @@ class StoreClosedError(RuntimeError):
     """The store was used before open() or after close()."""
 
 
-def _finish_attempt(
-    conn: sqlite3.Connection,
-    transition: Transition,
-    outputs: Sequence[OutputRecord],
-    files: Sequence[FileRecord],
-    requests: Sequence[NewFailoverRequest],
-) -> JobRecord | None:
-    job = job_sql.apply_transition(conn, transition)
-    if job is None:
-        return None
-    job_sql.insert_outputs(conn, outputs)
-    # A catalog conflict raises here and the caller's transaction rolls everything back.
-    data_sql.add_files(conn, files)
-    data_sql.add_failover_requests(conn, requests, transition.time)
-    return job
-
-
-def _apply_transitions(
-    conn: sqlite3.Connection, transitions: Sequence[Transition]
-) -> list[JobRecord | None]:
-    return [job_sql.apply_transition(conn, t) for t in transitions]
+ReleaseListener = Callable[[Sequence[ActiveSlot]], None]
 
 
 class SqliteStore:
@@ -90,6 +74,8 @@ class SqliteStore:
         self.path = path
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._release_listener: ReleaseListener | None = None
+        self._writes = GroupCommit(self._open_connection)
 
     # ---- plumbing ----------------------------------------------------------------------------
 
@@ -110,6 +96,16 @@ class SqliteStore:
             raise
         self._conn = conn
         return found
+
+    def _open_connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreClosedError(f"store {self.path} is not open")
+        return self._conn
+
+    @property
+    def write_transactions(self) -> int:
+        """Write transactions committed so far (each holds one or more write calls)."""
+        return self._writes.transactions
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -154,9 +150,14 @@ class SqliteStore:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        # IMMEDIATE takes the write lock up front, so a transaction never fails half-way
-        # because another writer got in between its read and its write.
-        return await self._run("BEGIN IMMEDIATE", fn, *args, **kwargs)
+        # Group commit: concurrent writes share one transaction (see _group_commit.py).
+        if self._executor is None:
+            raise StoreClosedError(f"store {self.path} is not open")
+
+        def call(conn: sqlite3.Connection) -> T:
+            return fn(conn, *args, **kwargs)
+
+        return await self._writes.write(self._executor, call)
 
     async def _read(
         self,
@@ -181,6 +182,10 @@ class SqliteStore:
         log.info("store.opened", path=str(self.path), schema_version=SCHEMA_VERSION, found=found)
 
     async def close(self) -> None:
+        if self._executor is None:
+            return
+        # Writes already queued are committed (and answered) before the connection closes.
+        await self._writes.drain()
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -215,10 +220,20 @@ class SqliteStore:
     async def job_history(self, job_id: int) -> list[HistoryRecord]:
         return await self._read(job_sql.job_history, job_id)
 
+    def set_release_listener(self, listener: ReleaseListener | None) -> None:
+        self._release_listener = listener
+
+    def _released(self, slots: Sequence[ActiveSlot]) -> None:
+        # Called on the event loop once the transaction is committed: exactly once per slot.
+        if slots and self._release_listener is not None:
+            self._release_listener(slots)
+
     async def apply_transitions(self, transitions: Sequence[Transition]) -> list[JobRecord | None]:
         if not transitions:
             return []
-        return await self._write(_apply_transitions, transitions)
+        results, released = await self._write(attempt_sql.apply_transitions, transitions)
+        self._released(released)
+        return results
 
     async def finish_attempt(
         self,
@@ -227,10 +242,20 @@ class SqliteStore:
         files: Sequence[FileRecord],
         requests: Sequence[NewFailoverRequest],
     ) -> JobRecord | None:
-        return await self._write(_finish_attempt, transition, outputs, files, requests)
+        job, released = await self._write(
+            attempt_sql.finish_attempt, transition, outputs, files, requests
+        )
+        self._released(released)
+        return job
 
     async def waiting_jobs(self) -> list[WaitingJob]:
         return await self._read(job_sql.waiting_jobs)
+
+    async def waiting_jobs_compact(self) -> CompactWaiting:
+        return await self._read(job_sql.waiting_jobs_compact)
+
+    async def running_jobs_for_limits(self) -> list[ActiveSlot]:
+        return await self._read(job_sql.running_jobs_for_limits)
 
     async def jobs_quiet_since(
         self, statuses: Sequence[JobStatus], cutoff: float

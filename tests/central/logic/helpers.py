@@ -12,6 +12,7 @@ from central.config import CentralConfig
 from central.logic.data import StorageElements
 from central.logic.heartbeats import HeartbeatBuffer
 from central.logic.identity import Caller
+from central.logic.matching import SlotReleaser
 from central.logic.pilot_flow import Assignment, register_pilot, request_job
 from central.logic.sessions import SessionRegistry
 from central.logic.submission import submit_jobs
@@ -51,11 +52,18 @@ class World:
     def __post_init__(self) -> None:
         self.heartbeats = HeartbeatBuffer(self.store)
         self.batcher = TransitionBatcher(self.store)
+        # As central wires it: slots of jobs leaving the active states go back to the matcher.
+        self.store.set_release_listener(SlotReleaser(self.matcher))
 
     async def submit(self, count: int = 1, **spec: Any) -> list[int]:
         fields: dict[str, Any] = {"project": "proj", "release": "r1"}
         fields.update(spec)
         specs = [common_pb2.JobSpec(**fields) for _ in range(count)]
+        return await submit_jobs(
+            self.store, self.matcher, self.config, caller=ALICE, specs=specs, now=self.clock()
+        )
+
+    async def submit_specs(self, specs: list[common_pb2.JobSpec]) -> list[int]:
         return await submit_jobs(
             self.store, self.matcher, self.config, caller=ALICE, specs=specs, now=self.clock()
         )
@@ -88,9 +96,13 @@ RESOURCES = Resources(site=SITE, ce=CE, queue=QUEUE, cpu_time_left=86400, cores=
 
 
 @asynccontextmanager
-async def world(tmp_path: Path, overrides: dict[str, Any] | None = None) -> AsyncIterator[World]:
+async def world(
+    tmp_path: Path,
+    overrides: dict[str, Any] | None = None,
+    store_class: type[SqliteStore] = SqliteStore,
+) -> AsyncIterator[World]:
     config = make_config(tmp_path, overrides)
-    store = SqliteStore(tmp_path / "logic.db")
+    store = store_class(tmp_path / "logic.db")
     await store.open()
     try:
         w = World(store=store, config=config)
