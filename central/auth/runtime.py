@@ -129,37 +129,49 @@ class Security:
 
     # ---- issuing ----------------------------------------------------------------------------
 
+    def remember(self, token: str, claims: Claims) -> tuple[str, Claims]:
+        """Seed the verifier's cache with a token we just issued: every token is new, so its
+        first use would otherwise pay a full signature check (see docs/benchmarks.md)."""
+        self.verifier.remember(token, claims)
+        return token, claims
+
     def user_token(self, subject: str, group: str, lifetime: float) -> tuple[str, Claims]:
         role = self._group_roles.get(group)
         if role is None:
             raise ValueError(f"unknown group {group!r}")
-        return self.issuer.issue(sub=subject, role=role, group=group, lifetime=lifetime)
+        return self.remember(
+            *self.issuer.issue(sub=subject, role=role, group=group, lifetime=lifetime)
+        )
 
     def registration_token(
         self, director: str, site: str, ce: str, queue: str, lifetime: float
     ) -> tuple[str, Claims]:
-        return self.issuer.issue(
-            sub=director,
-            role=Role.PILOT_REGISTRATION,
-            lifetime=lifetime,
-            site=site,
-            ce=ce,
-            queue=queue,
+        return self.remember(
+            *self.issuer.issue(
+                sub=director,
+                role=Role.PILOT_REGISTRATION,
+                lifetime=lifetime,
+                site=site,
+                ce=ce,
+                queue=queue,
+            )
         )
 
     def pilot_token(self, pilot_id: str, site: str, ce: str, queue: str) -> tuple[str, Claims]:
-        return self.issuer.issue(
-            sub=pilot_id,
-            role=Role.PILOT,
-            lifetime=self.config.security.pilot_token_lifetime,
-            pilot_id=pilot_id,
-            site=site,
-            ce=ce,
-            queue=queue,
+        return self.remember(
+            *self.issuer.issue(
+                sub=pilot_id,
+                role=Role.PILOT,
+                lifetime=self.config.security.pilot_token_lifetime,
+                pilot_id=pilot_id,
+                site=site,
+                ce=ce,
+                queue=queue,
+            )
         )
 
     def job_token(self, job_id: int, attempt: int, pilot_id: str, site: str) -> str:
-        token, _ = self.issuer.issue(
+        token, claims = self.issuer.issue(
             sub=f"job:{job_id}",
             role=Role.JOB,
             lifetime=self.config.security.job_token_lifetime,
@@ -168,4 +180,5 @@ class Security:
             pilot_id=pilot_id,
             site=site,
         )
+        self.remember(token, claims)
         return token

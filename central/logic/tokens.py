@@ -179,6 +179,7 @@ def issue_service_token(
         sites=list(sites) if role is Role.SITE_DIRECTOR else [],
         lifetime=_lifetime(lifetime, cap, cap),
     )
+    security.remember(token, claims)
     log.info("token.service_issued", sub=subject, role=role.value, jti=claims.jti)
     return token, claims
 

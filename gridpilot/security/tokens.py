@@ -1,7 +1,8 @@
 """Signed tokens (JWT, EdDSA): central issues them, every service verifies them.
 
 Verification is on every RPC's path, so verified tokens are cached by the SHA-256 of the token
-until they expire; a cache hit still checks the expiry against the clock and asks
+until they expire (and central puts the tokens it issues there at once, see
+`TokenVerifier.remember`); a cache hit still checks the expiry against the clock and asks
 `is_revoked`, so a revocation takes effect at once even for cached tokens. The verifier is
 meant for one event loop (no locks); give each thread its own.
 """
@@ -28,7 +29,7 @@ from gridpilot.security.claims import (
     TokenErrorReason,
 )
 from gridpilot.security.external import GROUP_ROLES, ExternalIssuer, pyjwt_error
-from gridpilot.security.keys import KeySet
+from gridpilot.security.keys import KeySet, SigningKey, b64url
 
 __all__ = [
     "GROUP_ROLES",
@@ -114,12 +115,7 @@ class TokenIssuer:
         if missing:
             raise ValueError(f"a {role.value} token needs {', '.join(missing)}")
         key = self._keyset.current()
-        token = jwt.encode(
-            msgspec.to_builtins(claims),
-            key.private_key,
-            algorithm=ALGORITHM,
-            headers={"kid": key.kid},
-        )
+        token = _sign(key, claims)
         log.debug("token.issued", jti=claims.jti, sub=sub, role=role.value, kid=key.kid)
         return token, claims
 
@@ -183,6 +179,23 @@ class TokenVerifier:
         if keys.keys() != self._keys.keys():
             log.info("tokens.keys_changed", kids=",".join(sorted(keys)), withdrawn=withdrawn)
         self._keys = keys
+
+    def remember(self, token: str, claims: Claims) -> None:
+        """Put a token this process has just issued into the cache, so its first use skips
+        the signature check. Only for our own tokens (`claims` must be what the issuer
+        signed): a hit still checks expiry and revocation, and the cache stays bounded."""
+        if claims.iss != self._issuer:
+            raise ValueError(f"only tokens of issuer {self._issuer!r} can be remembered")
+        if not self._cache_size or not token or len(token) > MAX_TOKEN_CHARS:
+            return
+        try:
+            digest = hashlib.sha256(token.encode("ascii")).digest()
+        except UnicodeEncodeError as exc:
+            raise ValueError("token is not ASCII") from exc
+        self._cache[digest] = claims
+        self._cache.move_to_end(digest)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     def verify(self, token: str) -> Claims:
         """The claims of a valid token; TokenError (with a `reason`) otherwise."""
@@ -270,6 +283,25 @@ class TokenVerifier:
                 f"a {claims.role.value} token needs {', '.join(missing)}",
             )
         return claims
+
+
+def _sign(key: SigningKey, claims: Claims) -> str:
+    """A compact JWS (RFC 7515) of the claims, signed with Ed25519: the same bytes PyJWT's
+    encode would build, minus its generic per-call work (a job token is minted per match).
+    Verification stays with PyJWT."""
+    header = _HEADERS.get(key.kid)
+    if header is None:
+        header = b64url(
+            msgspec.json.encode({"alg": ALGORITHM, "kid": key.kid, "typ": "JWT"})
+        ).encode("ascii")
+        _HEADERS[key.kid] = header
+    signing_input = header + b"." + b64url(msgspec.json.encode(claims)).encode("ascii")
+    signature = key.private_key.sign(signing_input)
+    return f"{signing_input.decode('ascii')}.{b64url(signature)}"
+
+
+# Encoded JWS headers by key id: a handful of keys over a process's life.
+_HEADERS: dict[str, bytes] = {}
 
 
 def _expired(claims: Claims) -> TokenError:
