@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
-import signal
 import subprocess
 import sys
 import time
@@ -88,21 +87,6 @@ def _prepare_dir(work_dir: Path, job_id: int, attempt: int) -> Path:
         log.warning("job.dir_moved_aside", job_id=job_id, attempt=attempt, to=str(aside))
     job_dir.mkdir(parents=True, mode=0o700)
     return job_dir
-
-
-def exit_code_of(returncode: int) -> int:
-    """A shell-style exit code: 128 + N for a process killed by signal N."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"killed by {name}"
-    return f"exit code {returncode}"
 
 
 def _reap(pid: int, *, block: bool) -> tuple[int, resource.struct_rusage] | None:

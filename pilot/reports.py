@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from gridpilot.exit_status import describe_exit, exit_code_of
 from gridpilot.v1 import common_pb2, pilots_pb2
-from pilot.job import RunningJob, describe_exit, exit_code_of
+from pilot.job import RunningJob
 
 # Central stores the message with the job; keep it readable in `gb2_job_status`.
 MAX_MESSAGE_CHARS = 4000

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gridpilot.exit_status import exit_code_of
 from gridpilot.v1 import common_pb2, pilots_pb2
-from pilot.job import JobStartError, RunningJob, WrapperSettings, exit_code_of
+from pilot.job import JobStartError, RunningJob, WrapperSettings
 from pilot.proctree import sample_tree
 from pilot.reports import finish_request
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+from gridpilot.exit_status import describe_exit, exit_code_of
 from gridpilot.logs import get_logger
 from wrapper.errors import ParentGone
 from wrapper.proctree import kill_tree
@@ -40,21 +40,6 @@ class PayloadResult:
     @property
     def succeeded(self) -> bool:
         return self.watchdog_reason is None and self.exit_code == 0
-
-
-def exit_code_of(returncode: int) -> int:
-    """Shell convention: a payload killed by signal N exits with 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"killed by {name}"
-    return f"exit code {returncode}"
 
 
 def _children_cpu() -> float:

@@ -9,8 +9,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gridpilot.exit_status import exit_code_of
 from tests.wrapper.helpers import RELEASE, subprocess_env
-from wrapper.steps.payload import exit_code_of, run_payload
+from wrapper.steps.payload import run_payload
 from wrapper.steps.software import payload_command, setup_snippet
 from wrapper.watchdog import Limits
 
