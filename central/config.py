@@ -29,7 +29,6 @@ The full reference is in README.md ("Configuration").
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from central.config_security import (
     security_problems,
     serving_problems,
 )
+from gridpilot.config_files import ConfigError, convert_config, load_config_file
 
 __all__ = [
     "CESection",
@@ -70,10 +70,6 @@ __all__ = [
     "config_from_dict",
     "load_config",
 ]
-
-
-class ConfigError(ValueError):
-    """The configuration file is missing, unreadable or invalid; the message names the problem."""
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -218,10 +214,7 @@ def _validate(cfg: CentralConfig) -> None:
 
 
 def config_from_dict(data: dict[str, Any]) -> CentralConfig:
-    try:
-        cfg = msgspec.convert(data, CentralConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+    cfg = convert_config(data, CentralConfig)
     _validate(cfg)
     return cfg
 
@@ -234,13 +227,4 @@ def check_serving(cfg: CentralConfig) -> None:
 
 
 def load_config(path: Path) -> CentralConfig:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file not found: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        return config_from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    return load_config_file(path, config_from_dict)

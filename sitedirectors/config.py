@@ -47,15 +47,12 @@ token_lifetime = 0.0             # registration token lifetime (s) for pilots th
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-
-class ConfigError(ValueError):
-    """The configuration file is missing, unreadable or invalid; the message names the problem."""
+from gridpilot.config_files import ConfigError, convert_config, load_config_file
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -186,24 +183,10 @@ def _validate(cfg: DirectorConfig) -> None:
 
 
 def config_from_dict(data: dict[str, Any]) -> DirectorConfig:
-    try:
-        cfg = msgspec.convert(data, DirectorConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+    cfg = convert_config(data, DirectorConfig)
     _validate(cfg)
     return cfg
 
 
 def load_config(path: Path) -> DirectorConfig:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file not found: {path}") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        return config_from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    return load_config_file(path, config_from_dict)

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridpilot.channel import ClientSecurity, FileToken, TokenFileError
+from gridpilot.config_files import ConfigError
 from gridpilot.logs import get_logger
 from sitedirectors.base import BackendConfigError, BackendContext
 from sitedirectors.central_client import ACTIVE_PILOT_STATES, CentralClient, CentralError
-from sitedirectors.config import ConfigError, DirectorConfig, QueueSection
+from sitedirectors.config import DirectorConfig, QueueSection
 from sitedirectors.demand import QueueDemandView, QueueLimits, pilots_to_submit
 from sitedirectors.journal import Journal, JournalError
 from sitedirectors.monitor import QueueRuntime, cleanup_finished, monitor_pilots

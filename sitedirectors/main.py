@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from gridpilot.config_files import ConfigError
 from gridpilot.logs import configure_logging, get_logger
-from sitedirectors.config import ConfigError, load_config
+from sitedirectors.config import load_config
 from sitedirectors.director import Director
 from sitedirectors.journal import JournalError
 

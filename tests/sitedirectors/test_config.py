@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from sitedirectors.config import ConfigError, config_from_dict, load_config
+from gridpilot.config_files import ConfigError
+from sitedirectors.config import config_from_dict, load_config
 
 EXAMPLE = """
 [director]
