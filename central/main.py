@@ -27,13 +27,7 @@ import msgspec
 import uvloop
 
 from central.config import CentralConfig, ConfigError, check_serving, load_config
-from central.server import (
-    DEFAULT_GRACE_SECONDS,
-    Central,
-    create_server,
-    login_port,
-    stop_server,
-)
+from central.server import DEFAULT_GRACE_SECONDS, Central, RunningCentral, serving
 from gridpilot.logs import configure_logging, get_logger
 
 log = get_logger("central.main")
@@ -129,46 +123,47 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    central = Central(config)
+    running: RunningCentral | None = None
     reloads: set[asyncio.Task[bool]] = set()
 
     def on_hangup() -> None:
         if config_path is None:
             log.warning("central.reload_ignored", reason="no configuration file")
             return
-        task = asyncio.create_task(reload_matcher_policy(central, config_path))
+        if running is None:
+            log.warning("central.reload_ignored", reason="central is not serving")
+            return
+        task = asyncio.create_task(reload_matcher_policy(running.central, config_path))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
     # Before starting: SIGHUP's default action would end the process.
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    await central.start()
     try:
-        server, port = await create_server(config, central)
-    except BaseException:
-        await central.stop()
-        raise
-    try:
-        host = _local_host(config.central.listen)
-        login = login_port(server)
-        login_address = (
-            f"{_local_host(config.security.login_listen)}:{login}" if login is not None else None
-        )
-        if port_file is not None:
-            write_port_file(port_file, host, port, login_address)
-        log.info(
-            "central.serving",
-            host=host,
-            port=port,
-            login=login_address or "",
-            tls=not config.security.insecure,
-            pid=os.getpid(),
-        )
-        await stop.wait()
-        log.info("central.stopping", grace=grace)
+        async with serving(config, grace=grace) as started:
+            running = started
+            host = _local_host(config.central.listen)
+            login = started.login_port
+            login_address = (
+                f"{_local_host(config.security.login_listen)}:{login}"
+                if login is not None
+                else None
+            )
+            if port_file is not None:
+                write_port_file(port_file, host, started.port, login_address)
+            log.info(
+                "central.serving",
+                host=host,
+                port=started.port,
+                login=login_address or "",
+                tls=not config.security.insecure,
+                pid=os.getpid(),
+            )
+            await stop.wait()
+            log.info("central.stopping", grace=grace)
+            running = None
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        await stop_server(server, grace, central)
 
 
 def main(argv: list[str] | None = None) -> int:
