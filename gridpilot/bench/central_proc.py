@@ -16,6 +16,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from gridpilot.security.ca import init_ca, issue_server_cert
 from gridpilot.security.claims import Role
 from gridpilot.security.keys import KeySet
@@ -49,37 +51,6 @@ def group_name(index: int) -> str:
     return f"bench_g{index}"
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def dumps_toml(data: dict[str, Any]) -> str:
-    """Tables of scalars and arrays of tables of scalars/inline values: all a config needs."""
-    lines: list[str] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append(f"[{key}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
-        else:
-            for item in value:
-                lines.append(f"[[{key}]]")
-                lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
-        lines.append("")
-    text = "\n".join(lines)
-    tomllib.loads(text)  # fail here, not in central, if the writer got something wrong
-    return text
-
-
 def bench_config(work_dir: Path, *, sites: int, groups: int, heartbeat_period: float) -> str:
     """A central config with `sites` sites (one CE, one queue each) and `groups` user groups."""
     se_dir = work_dir / "se"
@@ -109,7 +80,7 @@ def bench_config(work_dir: Path, *, sites: int, groups: int, heartbeat_period: f
             {"name": ADMIN_GROUP, "role": "admin"},
         ],
     }
-    return dumps_toml(data)
+    return tomli_w.dumps(data)
 
 
 class BenchCentral:
@@ -134,13 +105,11 @@ class BenchCentral:
         self._issuer: TokenIssuer | None = None
 
     def _add_tls(self) -> None:
-        text = self.config_path.read_text()
-        tls = (
-            f"tls_cert = {_toml_value(str(self.server_cert))}\n"
-            f"tls_key = {_toml_value(str(self.server_key))}\n"
-        )
-        self.config_path.write_text(text.replace("[security]\n", "[security]\n" + tls, 1))
-        tomllib.loads(self.config_path.read_text())
+        config = tomllib.loads(self.config_path.read_text())
+        security = config.setdefault("security", {})
+        security["tls_cert"] = str(self.server_cert)
+        security["tls_key"] = str(self.server_key)
+        self.config_path.write_text(tomli_w.dumps(config))
 
     @property
     def pid(self) -> int:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from gridpilot.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, pilots_pb2, pilots_pb2_grpc
-from tests.support import toml_writer
 from tests.support.central_process import CE, QUEUE, SITE, CentralHandle, merge, running_central
 
 
@@ -22,7 +22,7 @@ def _limit(limit: int, attribute: str = "JobType") -> dict[str, Any]:
 
 def _hangup(central: CentralHandle, overrides: dict[str, Any], expect: str) -> None:
     before = central.log_text().count(expect)
-    central.config_path.write_text(toml_writer.dumps(merge(central.config, overrides)))
+    central.config_path.write_text(tomli_w.dumps(merge(central.config, overrides)))
     os.kill(central.pid, signal.SIGHUP)
     deadline = time.monotonic() + 10
     while central.log_text().count(expect) == before:

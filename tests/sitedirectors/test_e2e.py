@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import tomli_w
 
 from gridpilot.v1 import common_pb2
 from sitedirectors.director import Director
@@ -27,7 +28,6 @@ from tests.sitedirectors.helpers import (
     submit_payload_jobs,
     wait_until,
 )
-from tests.support import toml_writer
 from tests.support.central_process import CentralHandle, running_central
 
 pytestmark = pytest.mark.e2e
@@ -139,7 +139,7 @@ def test_sigterm_ends_the_director_not_the_pilots(
 ) -> None:
     submit_jobs(central, 2)
     config = tmp_path / "director.toml"
-    config.write_text(toml_writer.dumps(config_dict(tmp_path, central)))
+    config.write_text(tomli_w.dumps(config_dict(tmp_path, central)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     with (tmp_path / "director.log").open("w") as log:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import tomli_w
 
 from gridpilot.channel import (
     ClientSecurity,
@@ -45,7 +46,6 @@ from gridpilot.security.claims import Role
 from gridpilot.security.keys import KeySet
 from gridpilot.security.tls import ClientTls
 from gridpilot.security.tokens import TokenIssuer
-from tests.support import toml_writer
 from tests.support.pki import TestPki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -232,7 +232,7 @@ class CentralHandle:
             raise RuntimeError("central is already running")
         for path in self.se_dirs.values():
             path.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(toml_writer.dumps(self.config))
+        self.config_path.write_text(tomli_w.dumps(self.config))
         self.port_file.unlink(missing_ok=True)
         cmd = [
             sys.executable,

@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tomli_w
+
 from gridpilot.channel import write_token_file
 from gridpilot.checksum import adler32_of_bytes
 from gridpilot.client import CentralClient, CentralUnreachableError, ClientSettings
 from gridpilot.demo.release import create_release, setup_template
 from gridpilot.security.tls import ClientTls
 from gridpilot.v1 import common_pb2, data_pb2, jobs_pb2
-from tests.support import toml_writer
 from tests.support.central_process import CentralHandle, merge
 from tests.support.e2e_actors import (
     DirectorProcess,
@@ -237,7 +238,7 @@ class Grid:
             ],
         }
         config_path = self.root / f"{name}.toml"
-        config_path.write_text(toml_writer.dumps(config))
+        config_path.write_text(tomli_w.dumps(config))
         director = start_director(name, config_path, work_dir, self.env)
         self.directors.append(director)
         return director
