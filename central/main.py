@@ -20,13 +20,13 @@ import os
 import signal
 import sqlite3
 import sys
-import tempfile
 from pathlib import Path
 
 import msgspec
 import uvloop
 
 from central.config import CentralConfig, ConfigError, check_serving, load_config
+from central.process import write_port_file
 from central.server import DEFAULT_GRACE_SECONDS, Central, RunningCentral, serving
 from gridpilot.logs import configure_logging, get_logger
 
@@ -73,21 +73,6 @@ def _with_overrides(
     if data_dir is not None:
         central = msgspec.structs.replace(central, data_dir=str(data_dir))
     return msgspec.structs.replace(config, central=central)
-
-
-def write_port_file(path: Path, host: str, port: int, login: str | None = None) -> None:
-    """Write "host:port" (and "login host:port") atomically: readers see nothing or all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{host}:{port}\n")
-            if login:
-                f.write(f"login {login}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _local_host(listen: str) -> str:

@@ -7,17 +7,13 @@ central with TLS and token verification on, as in production.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
+from central.process import CentralProcess
 from gridpilot.security.ca import init_ca, issue_server_cert
 from gridpilot.security.claims import Role
 from gridpilot.security.keys import KeySet
@@ -30,10 +26,6 @@ ADMIN_GROUP = "belle_admin"
 SE_NAME = "BENCH-SE"
 # Large enough for one 100,000-job SubmitJobs call.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-
-
-class CentralStartError(RuntimeError):
-    """Central did not come up; the message holds the end of its log."""
 
 
 def site_name(index: int) -> str:
@@ -99,9 +91,13 @@ class BenchCentral:
         self.port_file = work_dir / "central.port"
         self.log_path = work_dir / "central.log"
         self.data_dir = work_dir / "central-data"
-        self.target = ""
-        self._port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.process = CentralProcess(
+            self.config_path,
+            self.port_file,
+            self.log_path,
+            start_timeout=START_TIMEOUT,
+            stop_timeout=STOP_TIMEOUT,
+        )
         self._issuer: TokenIssuer | None = None
 
     def _add_tls(self) -> None:
@@ -112,66 +108,24 @@ class BenchCentral:
         self.config_path.write_text(tomli_w.dumps(config))
 
     @property
+    def target(self) -> str:
+        return self.process.target
+
+    @property
     def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError("central is not running")
-        return self._proc.pid
+        return self.process.pid
 
     def log_tail(self, chars: int = 4000) -> str:
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-chars:]
+        return self.process.log_text()[-chars:]
 
     def start(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            raise RuntimeError("central is already running")
-        self.port_file.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "central", "serve", "--config", str(self.config_path)]
-        cmd += ["--port-file", str(self.port_file), "--grace", "1"]
-        if self._port:
-            cmd += ["--listen", f"127.0.0.1:{self._port}"]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.port_file.exists() and self.port_file.read_text().strip():
-                host, _, port = self.port_file.read_text().splitlines()[0].strip().rpartition(":")
-                self._port = int(port)
-                self.target = f"{host}:{port}"
-                return
-            if self._proc.poll() is not None:
-                raise CentralStartError(
-                    f"central exited with {self._proc.returncode}:\n{self.log_tail()}"
-                )
-            time.sleep(0.02)
-        self.kill()
-        raise CentralStartError(f"central wrote no port file in {START_TIMEOUT} s")
+        self.process.start()
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT)
-                return
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        proc.wait(STOP_TIMEOUT)
+        self.process.stop()
 
     def kill(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(STOP_TIMEOUT)
+        self.process.kill()
 
     def mint(self, role: str, sub: str, *, group: str = "", **bindings: Any) -> str:
         """A token signed with central's own keys (central creates them at its first start)."""

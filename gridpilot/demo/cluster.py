@@ -15,13 +15,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import TracebackType
 
 import psutil
 import tomli_w
 from rich.console import Console
 
+from central.process import read_port_file
 from gridpilot.checksum import adler32_of_bytes
 from gridpilot.client import CentralClient, ClientSettings
 from gridpilot.demo.layout import (
@@ -113,7 +113,7 @@ class DemoCluster:
             ["-m", "central", "serve", "--config", str(config_path), "--port-file", str(port_file)],
         )
         deadline = time.monotonic() + START_TIMEOUT
-        while (addresses := _read_port_file(port_file)) is None:
+        while (addresses := read_port_file(port_file)) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"central did not start; see {self.layout.logs}/central.log")
             time.sleep(0.1)
@@ -296,17 +296,6 @@ class DemoCluster:
             path.unlink(missing_ok=True)
             parked.rename(path)
             self.console.print(f"[green]{name} is back[/]")
-
-
-def _read_port_file(path: Path) -> tuple[str, str] | None:
-    """Central's main address (first line) and its login address ("login HOST:PORT");
-    None until both are there."""
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return None
-    login = next((line.split()[1] for line in lines[1:] if line.startswith("login ")), "")
-    return (lines[0].strip(), login) if login else None
 
 
 _CLI = {

@@ -23,11 +23,6 @@ by key, any other value (lists included) replaces the default.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +30,7 @@ from typing import Any
 import grpc
 import tomli_w
 
+from central.process import CentralProcess
 from gridpilot.channel import (
     ClientSecurity,
     StaticToken,
@@ -100,10 +96,6 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-class CentralStartError(RuntimeError):
-    """Central did not come up; the message holds the end of its log."""
-
-
 class CentralHandle:
     """A central subprocess. `target` is "127.0.0.1:PORT"; a restart keeps the port.
 
@@ -130,11 +122,14 @@ class CentralHandle:
             for se in config.get("storage_elements", [])
             if se["url"].startswith("file://")
         }
-        self.target = ""
-        # "host:port" of the mutual-TLS login port, when central serves one.
-        self.login_target = ""
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._port = 0
+        self.process = CentralProcess(
+            self.config_path,
+            self.port_file,
+            self.log_path,
+            insecure=insecure,
+            start_timeout=START_TIMEOUT,
+            stop_timeout=STOP_TIMEOUT,
+        )
         self._issuer: TokenIssuer | None = None
         self._keyset: KeySet | None = None
 
@@ -211,21 +206,28 @@ class CentralHandle:
         return open_sync_channel(self.target, self.client_security(token))
 
     @property
+    def target(self) -> str:
+        return self.process.target
+
+    @property
+    def login_target(self) -> str:
+        """ "host:port" of the mutual-TLS login port, when central serves one."""
+        return self.process.login_target
+
+    @property
     def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError("central is not running")
-        return self._proc.pid
+        return self.process.pid
 
     @property
     def port(self) -> int:
-        return self._port
+        return self.process.port
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self.process.running
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.process.log_text()
 
     def start(self) -> None:
         if self.running:
@@ -233,76 +235,15 @@ class CentralHandle:
         for path in self.se_dirs.values():
             path.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(tomli_w.dumps(self.config))
-        self.port_file.unlink(missing_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "central",
-            "serve",
-            "--config",
-            str(self.config_path),
-            "--port-file",
-            str(self.port_file),
-            "--grace",
-            "1",
-        ]
-        if self.insecure:
-            cmd.append("--insecure")
-        if self._port:
-            cmd += ["--listen", f"127.0.0.1:{self._port}"]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        self._wait_for_port()
+        self.process.start()
 
-    def _wait_for_port(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.port_file.exists():
-                lines = self.port_file.read_text().splitlines()
-                host, _, port = lines[0].strip().rpartition(":")
-                self._port = int(port)
-                self.target = f"{host}:{port}"
-                login = [line.split()[1] for line in lines[1:] if line.startswith("login ")]
-                self.login_target = login[0] if login else ""
-                return
-            if self._proc is not None and self._proc.poll() is not None:
-                raise CentralStartError(
-                    f"central exited with {self._proc.returncode} during start:\n"
-                    + self.log_text()[-4000:]
-                )
-            time.sleep(0.05)
-        self.kill()
-        raise CentralStartError(
-            f"central wrote no port file within {START_TIMEOUT} s:\n" + self.log_text()[-4000:]
-        )
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM and wait (SIGKILL after `timeout`); returns the exit code."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                return proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        return proc.wait(STOP_TIMEOUT)
+    def stop(self) -> int | None:
+        """SIGTERM and wait (SIGKILL after STOP_TIMEOUT); returns the exit code."""
+        return self.process.stop()
 
     def kill(self) -> int | None:
         """SIGKILL: a crash, no graceful stop."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.kill()
-        return proc.wait(STOP_TIMEOUT)
+        return self.process.kill()
 
     def restart(self, *, crash: bool = False) -> None:
         """Stop (or kill, with crash=True) and start again on the same port and data."""
