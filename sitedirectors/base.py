@@ -72,16 +72,20 @@ class PilotQueue:
 class PilotLaunch:
     """One pilot to start.
 
-    `argv` is the whole pilot command except its work directory and credentials: only the
-    backend knows where the pilot will run, so it appends `--work-dir <dir>` itself, and it
-    ships the pilot's `registration_token` and the `ca` certificate its own way, as files
+    `command` is the program to run; empty means *the backend's pilot*: the local backend
+    runs `python -m pilot` from the director's own installation, backends for remote worker
+    nodes run the pilot bundle's launcher (sitedirectors/start_script.py). `arguments` are
+    the pilot's options except its work directory and credentials: only the backend knows
+    where the pilot will run, so it appends `--work-dir <dir>` itself, and it ships the
+    pilot's `registration_token` and the `ca` certificate its own way, as files
     (`--token-file FILE`, `--ca FILE`): a token must never travel in argv (any user on the
     node can read a process's command line) nor in a file others can read. `environment` is
     added to what the backend's execution environment already provides.
     """
 
     pilot_id: str
-    argv: tuple[str, ...]
+    command: tuple[str, ...] = ()
+    arguments: tuple[str, ...] = ()
     environment: Mapping[str, str] = field(default_factory=dict)
     # Single-use, short-lived; central refuses it once the pilot has registered.
     registration_token: str = field(default="", repr=False)

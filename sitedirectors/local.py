@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -132,6 +133,11 @@ def to_status(native: str, exit_code: int | None) -> BackendStatus:
 # ---- the backend -----------------------------------------------------------------------------
 
 
+def local_pilot_command() -> tuple[str, ...]:
+    """The pilot from the director's own installation (no bundle needed on this host)."""
+    return (sys.executable, "-m", "pilot")
+
+
 def _project_root() -> str:
     # The pilot must run the same gridpilot code as the director, also from a checkout.
     return str(Path(sitedirectors.__file__).resolve().parent.parent)
@@ -157,8 +163,6 @@ class LocalBackend(Backend):
     def _start(self, launch: PilotLaunch) -> SubmitResult:
         if not _SAFE_ID.match(launch.pilot_id):
             return SubmitResult.failed(launch.pilot_id, f"unsafe pilot id {launch.pilot_id!r}")
-        if not launch.argv:
-            return SubmitResult.failed(launch.pilot_id, "empty pilot command")
         pilot_dir = self.pilots_dir / launch.pilot_id
         try:
             pilot_dir.mkdir()
@@ -175,7 +179,8 @@ class LocalBackend(Backend):
                     "-c",
                     _LAUNCHER,
                     "gridpilot-pilot",
-                    *launch.argv,
+                    *(launch.command or local_pilot_command()),
+                    *launch.arguments,
                     *credentials,
                     "--work-dir",
                     str(pilot_dir / "work"),

@@ -10,7 +10,6 @@ are marked Aborted in central with the backend's error, in the same call.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,15 +40,13 @@ class SubmissionReport:
     errors: list[str] = field(default_factory=list)
 
 
-def pilot_argv(
+def pilot_arguments(
     queue: QueueSection, central: str, pilot_id: str, *, insecure: bool = False
 ) -> tuple[str, ...]:
-    """The pilot command for one pilot, without --work-dir, --token-file and --ca (the
+    """The pilot's options for one pilot, without --work-dir, --token-file and --ca (the
     backend adds them)."""
     p = queue.pilot
-    command = p.command or [sys.executable, "-m", "pilot"]
     argv = [
-        *command,
         "--central",
         p.central or central,
         "--pilot-id",
@@ -125,8 +122,9 @@ def submit_pilots(
         pilots=tuple(
             PilotLaunch(
                 pid,
-                pilot_argv(queue, central, pid, insecure=insecure),
-                queue.pilot.environment,
+                command=tuple(queue.pilot.command),
+                arguments=pilot_arguments(queue, central, pid, insecure=insecure),
+                environment=queue.pilot.environment,
                 registration_token=token,
                 ca=ca,
             )

@@ -37,7 +37,7 @@ from tests.sitedirectors.conformance import QUEUE, BackendConformance, is_final,
 
 
 def python_launch(pilot_id: str, code: str) -> PilotLaunch:
-    return PilotLaunch(pilot_id, (sys.executable, "-c", code), {"GRIDPILOT_TEST": "1"})
+    return PilotLaunch(pilot_id, (sys.executable, "-c", code), environment={"GRIDPILOT_TEST": "1"})
 
 
 @pytest.fixture
@@ -198,7 +198,9 @@ def test_registration_token_travels_in_a_private_file(
 def test_arguments_are_not_shell_split(backend: LocalBackend) -> None:
     tricky = "a b; echo injected > $HOME/x 'quoted' $(id)"
     launch = PilotLaunch(
-        uuid.uuid4().hex, (sys.executable, "-c", "import sys; print(repr(sys.argv[1]))", tricky)
+        uuid.uuid4().hex,
+        (sys.executable, "-c", "import sys; print(repr(sys.argv[1]))"),
+        arguments=(tricky,),
     )
     [result] = backend.submit(SubmitRequest(QUEUE, (launch,)))
     wait_status(backend, result.reference, is_final)

@@ -16,7 +16,7 @@ from sitedirectors.config import QueueSection
 from sitedirectors.director import director_security
 from sitedirectors.journal import Journal
 from sitedirectors.local import LocalBackend
-from sitedirectors.submission import pilot_argv, submit_pilots
+from sitedirectors.submission import pilot_arguments, submit_pilots
 from tests.sitedirectors.helpers import (
     director_config,
     director_token_file,
@@ -35,11 +35,11 @@ def central(tmp_path: Path) -> Iterator[CentralHandle]:
 def test_pilot_command_has_no_credentials() -> None:
     """The backend ships them (a file for the token, the CA's path): argv is public."""
     queue = QueueSection(name=QUEUE, site=SITE, ce=CE)
-    argv = pilot_argv(queue, "c:1", "p1")
+    argv = pilot_arguments(queue, "c:1", "p1")
     assert "--token-file" not in argv
     assert "--ca" not in argv
     assert "--insecure" not in argv
-    assert pilot_argv(queue, "c:1", "p1", insecure=True)[-1] == "--insecure"
+    assert pilot_arguments(queue, "c:1", "p1", insecure=True)[-1] == "--insecure"
 
 
 def test_each_pilot_gets_its_own_registration_token(tmp_path: Path, central: CentralHandle) -> None:
