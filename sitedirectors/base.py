@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from central.models.pilot_states import PilotState
+from sitedirectors.bundle import PilotBundle
 
 # Default cap on the log text `fetch_output` returns (central caps again on its side).
 DEFAULT_LOG_CAP_BYTES = 64 * 1024
@@ -54,6 +55,8 @@ class BackendContext:
     # The director's own work directory; a backend keeping local files uses a subdirectory.
     work_dir: Path
     options: Mapping[str, Any] = field(default_factory=dict)
+    # The pilot bundle backends for remote worker nodes ship (director.pilot_bundle).
+    bundle: PilotBundle | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ log_level = "INFO"
 ca = "/etc/gridpilot/ca.pem"     # CA that signed central's certificate (also given to pilots)
 token_file = "/etc/gridpilot/director.token"   # this director's site_director token (0600)
 insecure = false                 # plaintext to central: tests only, logs a warning
+pilot_bundle = ""                # pilot bundle for remote worker nodes (`gridpilot admin
+                                 # bundle build`); needed by every backend but "local"
 
 [[queues]]
 name = "kek-long"                # unique; central's queue name
@@ -76,6 +78,8 @@ class DirectorSection(_Strict):
     # offline `gridpilot admin token issue`); re-read when replaced.
     token_file: str = ""
     insecure: bool = False
+    # The pilot bundle (`gridpilot admin bundle build`) backends ship to worker nodes.
+    pilot_bundle: str = ""
 
 
 class PilotSection(_Strict):

@@ -26,6 +26,7 @@ from gridpilot.channel import ClientSecurity, FileToken, TokenFileError
 from gridpilot.config_files import ConfigError
 from gridpilot.logs import get_logger
 from sitedirectors.base import BackendConfigError, BackendContext
+from sitedirectors.bundle import BundleError, PilotBundle
 from sitedirectors.central_client import ACTIVE_PILOT_STATES, CentralClient, CentralError
 from sitedirectors.config import DirectorConfig, QueueSection
 from sitedirectors.demand import QueueDemandView, QueueLimits, pilots_to_submit
@@ -126,10 +127,22 @@ class Director:
         self._health: dict[str, QueueHealth] = {name: QueueHealth() for name in self.queues}
         self._stop_requested = False
 
+    def _load_bundle(self) -> PilotBundle | None:
+        path = self.config.director.pilot_bundle
+        if not path:
+            return None
+        try:
+            return PilotBundle.load(Path(path))
+        except BundleError as exc:
+            raise ConfigError(f"director.pilot_bundle: {exc}") from exc
+
     def _create_backends(self, registry: BackendRegistry) -> dict[str, QueueRuntime]:
         queues: dict[str, QueueRuntime] = {}
+        bundle = self._load_bundle()
         for queue in self.config.queues:
-            context = BackendContext(queue.name, self.work_dir, queue.backend_options)
+            context = BackendContext(
+                queue.name, self.work_dir, queue.backend_options, bundle=bundle
+            )
             try:
                 backend = registry.create(queue.backend, context)
             except KeyError as exc:

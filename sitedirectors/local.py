@@ -51,6 +51,7 @@ from sitedirectors.base import (
     SubmitRequest,
     SubmitResult,
 )
+from sitedirectors.remote import tail_file
 
 log = get_logger(__name__)
 
@@ -381,23 +382,6 @@ def _group_exists(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def tail_file(path: Path, max_bytes: int) -> str:
-    """The last `max_bytes` bytes of a file as text ("" when it does not exist)."""
-    try:
-        with path.open("rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read(max_bytes)
-    except FileNotFoundError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    if len(data) < size and "\n" in text[:-1]:
-        # Drop the cut first line so the tail starts at a line boundary (unless it is the
-        # only line: a cut line beats an empty tail).
-        text = text.partition("\n")[2]
-    return text
 
 
 def create_local_backend(context: BackendContext) -> LocalBackend:

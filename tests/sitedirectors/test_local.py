@@ -30,9 +30,9 @@ from sitedirectors.local import (
     native_state,
     parse_exit_code,
     parse_reference,
-    tail_file,
     to_status,
 )
+from sitedirectors.remote import tail_file
 from tests.sitedirectors.conformance import QUEUE, BackendConformance, is_final, wait_status
 
 
