@@ -20,6 +20,7 @@ from central.store.records import (
     PilotFilter,
     PilotRecord,
     PilotUpdate,
+    QueueStatusRecord,
     StorageElementRecord,
 )
 from gridpilot.enums import (
@@ -272,6 +273,46 @@ def queue_demand(d: QueueDemand) -> sitedirectors_pb2.QueueDemand:
         pilots_running=d.pilots_running,
         pilots_idle=d.pilots_idle,
         blocked=d.blocked,
+    )
+
+
+_HEALTH_IN = {
+    sitedirectors_pb2.QUEUE_HEALTH_OK: "ok",
+    sitedirectors_pb2.QUEUE_HEALTH_FAILING: "failing",
+    sitedirectors_pb2.QUEUE_HEALTH_DISABLED: "disabled",
+}
+_HEALTH_OUT = {text: value for value, text in _HEALTH_IN.items()}
+
+
+def queue_status_in(q: sitedirectors_pb2.QueueStatus) -> QueueStatusRecord:
+    return QueueStatusRecord(
+        director="",
+        queue=q.queue,
+        site=q.site,
+        ce=q.ce,
+        backend=q.backend,
+        # An unset health is caught by the logic's validation, naming the queue.
+        health=_HEALTH_IN.get(q.health, ""),
+        error=q.error,
+        skip_cycles_left=max(0, q.skip_cycles_left),
+        failing_since=q.failing_since_unix or None,
+        submitted_last_cycle=max(0, q.submitted_last_cycle),
+    )
+
+
+def queue_status_out(q: QueueStatusRecord) -> sitedirectors_pb2.QueueStatus:
+    return sitedirectors_pb2.QueueStatus(
+        director=q.director,
+        queue=q.queue,
+        site=q.site,
+        ce=q.ce,
+        backend=q.backend,
+        health=_HEALTH_OUT.get(q.health, sitedirectors_pb2.QUEUE_HEALTH_UNSPECIFIED),
+        error=q.error,
+        skip_cycles_left=q.skip_cycles_left,
+        failing_since_unix=q.failing_since or 0.0,
+        submitted_last_cycle=q.submitted_last_cycle,
+        reported_unix=q.reported,
     )
 
 

@@ -57,6 +57,8 @@ POLICY: dict[str, frozenset[Role] | Access] = {
     _DIRECTORS + "RecordPilots": frozenset({R.SITE_DIRECTOR, R.ADMIN}),
     _DIRECTORS + "UpdatePilots": frozenset({R.SITE_DIRECTOR, R.ADMIN}),
     _DIRECTORS + "ListPilots": frozenset({R.SITE_DIRECTOR, R.ADMIN}),
+    _DIRECTORS + "ReportQueues": frozenset({R.SITE_DIRECTOR, R.ADMIN}),
+    _DIRECTORS + "ListQueues": frozenset({R.SITE_DIRECTOR, R.ADMIN}),
     # Data: reading the catalog is open to every working identity; writing is scoped.
     _DATA + "ListStorageElements": EVERYONE - {R.PILOT_REGISTRATION},
     _DATA + "SetStorageElementStatus": ADMIN,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import msgspec
 
-from central.logic import pilot_records
+from central.logic import pilot_records, queue_reports
 from central.logic.access import check_pilot_updates, check_sites
 from central.logic.identity import require_caller
 from central.rpc import convert
@@ -68,4 +68,25 @@ class SiteDirectorServicer(sitedirectors_pb2_grpc.SiteDirectorServiceServicer):
         pilots = await pilot_records.list_pilots(self.c.store, where)
         return sitedirectors_pb2.ListPilotsResponse(
             pilots=[convert.pilot_record_out(p) for p in pilots]
+        )
+
+    async def ReportQueues(
+        self, request: sitedirectors_pb2.ReportQueuesRequest, context: Context
+    ) -> sitedirectors_pb2.ReportQueuesResponse:
+        await queue_reports.report_queues(
+            self.c.store,
+            require_caller(),
+            [convert.queue_status_in(q) for q in request.queues],
+            self.c.clock(),
+        )
+        return sitedirectors_pb2.ReportQueuesResponse()
+
+    async def ListQueues(
+        self, request: sitedirectors_pb2.ListQueuesRequest, context: Context
+    ) -> sitedirectors_pb2.ListQueuesResponse:
+        queues = await queue_reports.list_queues(
+            self.c.store, require_caller(), request.site, request.director
+        )
+        return sitedirectors_pb2.ListQueuesResponse(
+            queues=[convert.queue_status_out(q) for q in queues]
         )

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from central.models.pilot_states import PilotState
-from central.store.records import PilotFilter, PilotRecord, PilotUpdate
+from central.store.records import (
+    PilotFilter,
+    PilotRecord,
+    PilotUpdate,
+    QueueStatusFilter,
+    QueueStatusRecord,
+)
 
 _PILOT_COLUMNS = (
     "pilot_id, reference, site, ce, queue, backend, director, state, submitted, registered, "
@@ -130,3 +136,68 @@ def list_pilots(conn: sqlite3.Connection, where: PilotFilter) -> list[PilotRecor
         sql += " LIMIT ?"
         params.append(where.limit)
     return [_pilot(r) for r in conn.execute(sql, params)]
+
+
+# ---- directors' queue reports -------------------------------------------------------------------
+
+_QUEUE_COLUMNS = (
+    "director, queue, site, ce, backend, health, error, skip_cycles_left, failing_since, "
+    "submitted_last_cycle, reported"
+)
+
+
+def upsert_queue_statuses(conn: sqlite3.Connection, statuses: Sequence[QueueStatusRecord]) -> None:
+    conn.executemany(
+        f"INSERT OR REPLACE INTO director_queues ({_QUEUE_COLUMNS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                q.director,
+                q.queue,
+                q.site,
+                q.ce,
+                q.backend,
+                q.health,
+                q.error,
+                q.skip_cycles_left,
+                q.failing_since,
+                q.submitted_last_cycle,
+                q.reported,
+            )
+            for q in statuses
+        ],
+    )
+
+
+def list_queue_statuses(
+    conn: sqlite3.Connection, where: QueueStatusFilter
+) -> list[QueueStatusRecord]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("site", where.site), ("director", where.director)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if where.sites:
+        clauses.append(f"site IN ({', '.join('?' for _ in where.sites)})")
+        params += list(where.sites)
+    sql = f"SELECT {_QUEUE_COLUMNS} FROM director_queues"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY site, director, queue"
+    return [
+        QueueStatusRecord(
+            director=r[0],
+            queue=r[1],
+            site=r[2],
+            ce=r[3],
+            backend=r[4],
+            health=r[5],
+            error=r[6],
+            skip_cycles_left=r[7],
+            failing_since=r[8],
+            submitted_last_cycle=r[9],
+            reported=r[10],
+        )
+        for r in conn.execute(sql, params)
+    ]

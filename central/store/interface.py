@@ -27,6 +27,8 @@ from central.store.records import (
     PilotFilter,
     PilotRecord,
     PilotUpdate,
+    QueueStatusFilter,
+    QueueStatusRecord,
     RevocationRecord,
     SandboxRecord,
     StatusCountRecord,
@@ -110,6 +112,11 @@ class Store(Protocol):
     async def get_pilot(self, pilot_id: str) -> PilotRecord | None: ...
 
     async def list_pilots(self, where: PilotFilter) -> list[PilotRecord]: ...
+
+    async def upsert_queue_statuses(self, statuses: Sequence[QueueStatusRecord]) -> None:
+        """Replace each (director, queue)'s last report."""
+
+    async def list_queue_statuses(self, where: QueueStatusFilter) -> list[QueueStatusRecord]: ...
 
     # ---- storage elements and the replica catalog ----
     async def upsert_storage_elements(self, ses: Sequence[StorageElementRecord]) -> None:

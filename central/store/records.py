@@ -210,6 +210,29 @@ class PilotFilter(_Record):
     limit: int = 0
 
 
+class QueueStatusRecord(_Record):
+    """How one director's queue fared in its last cycle (keyed by director and queue)."""
+
+    director: str
+    queue: str
+    site: str
+    ce: str
+    backend: str
+    # "ok", "failing" or "disabled".
+    health: str
+    error: str = ""
+    skip_cycles_left: int = 0
+    failing_since: float | None = None
+    submitted_last_cycle: int = 0
+    reported: float = 0.0
+
+
+class QueueStatusFilter(_Record):
+    site: str = ""
+    sites: tuple[str, ...] = ()
+    director: str = ""
+
+
 # ---- data ------------------------------------------------------------------------------------
 
 

@@ -222,6 +222,26 @@ _V3: tuple[str, ...] = (
     "CREATE INDEX jobs_waiting_compact ON jobs (job_id, priority, tq_id) WHERE status = 'Waiting'",
 )
 
+# Version 4: each director's last report on its queues (a failing queue's error for operators).
+_V4: tuple[str, ...] = (
+    """
+    CREATE TABLE director_queues (
+        director TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        site TEXT NOT NULL,
+        ce TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        health TEXT NOT NULL,
+        error TEXT NOT NULL,
+        skip_cycles_left INTEGER NOT NULL,
+        failing_since REAL,
+        submitted_last_cycle INTEGER NOT NULL,
+        reported REAL NOT NULL,
+        PRIMARY KEY (director, queue)
+    ) WITHOUT ROWID
+    """,
+)
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -234,7 +254,12 @@ def _statements(ddl: Sequence[str]) -> Migration:
 
 
 # MIGRATIONS[i] takes the schema from version i to version i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_statements(_V1), _statements(_V2), _statements(_V3))
+MIGRATIONS: tuple[Migration, ...] = (
+    _statements(_V1),
+    _statements(_V2),
+    _statements(_V3),
+    _statements(_V4),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -41,6 +41,8 @@ from central.store.records import (
     PilotFilter,
     PilotRecord,
     PilotUpdate,
+    QueueStatusFilter,
+    QueueStatusRecord,
     RevocationRecord,
     SandboxRecord,
     StatusCountRecord,
@@ -290,6 +292,13 @@ class SqliteStore:
 
     async def list_pilots(self, where: PilotFilter) -> list[PilotRecord]:
         return await self._read(pilot_sql.list_pilots, where)
+
+    async def upsert_queue_statuses(self, statuses: Sequence[QueueStatusRecord]) -> None:
+        if statuses:
+            await self._write(pilot_sql.upsert_queue_statuses, statuses)
+
+    async def list_queue_statuses(self, where: QueueStatusFilter) -> list[QueueStatusRecord]:
+        return await self._read(pilot_sql.list_queue_statuses, where)
 
     # ---- storage elements and the replica catalog ---------------------------------------------
 

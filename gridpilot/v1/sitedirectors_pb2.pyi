@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from gridpilot.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,31 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _QueueHealth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QueueHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QueueHealth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUEUE_HEALTH_UNSPECIFIED: _QueueHealth.ValueType  # 0
+    QUEUE_HEALTH_OK: _QueueHealth.ValueType  # 1
+    """Submitting normally."""
+    QUEUE_HEALTH_FAILING: _QueueHealth.ValueType  # 2
+    """Its last submission or status query failed: it sits out cycles (error says why)."""
+    QUEUE_HEALTH_DISABLED: _QueueHealth.ValueType  # 3
+    """Disabled in the director's configuration."""
+
+class QueueHealth(_QueueHealth, metaclass=_QueueHealthEnumTypeWrapper): ...
+
+QUEUE_HEALTH_UNSPECIFIED: QueueHealth.ValueType  # 0
+QUEUE_HEALTH_OK: QueueHealth.ValueType  # 1
+"""Submitting normally."""
+QUEUE_HEALTH_FAILING: QueueHealth.ValueType  # 2
+"""Its last submission or status query failed: it sits out cycles (error says why)."""
+QUEUE_HEALTH_DISABLED: QueueHealth.ValueType  # 3
+"""Disabled in the director's configuration."""
+Global___QueueHealth: _TypeAlias = QueueHealth  # noqa: Y015
 
 @_typing.final
 class QueueDemand(_message.Message):
@@ -310,3 +336,133 @@ class ListPilotsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPilotsResponse: _TypeAlias = ListPilotsResponse  # noqa: Y015
+
+@_typing.final
+class QueueStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIRECTOR_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    CE_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    SKIP_CYCLES_LEFT_FIELD_NUMBER: _builtins.int
+    FAILING_SINCE_UNIX_FIELD_NUMBER: _builtins.int
+    SUBMITTED_LAST_CYCLE_FIELD_NUMBER: _builtins.int
+    REPORTED_UNIX_FIELD_NUMBER: _builtins.int
+    director: _builtins.str
+    """Set by central from the caller's token; ignored in reports."""
+    queue: _builtins.str
+    site: _builtins.str
+    ce: _builtins.str
+    backend: _builtins.str
+    health: Global___QueueHealth.ValueType
+    error: _builtins.str
+    skip_cycles_left: _builtins.int
+    """Cycles the queue still sits out."""
+    failing_since_unix: _builtins.float
+    """When the current run of failures began (0 when healthy)."""
+    submitted_last_cycle: _builtins.int
+    reported_unix: _builtins.float
+    """Set by central on receipt."""
+    def __init__(
+        self,
+        *,
+        director: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        site: _builtins.str = ...,
+        ce: _builtins.str = ...,
+        backend: _builtins.str = ...,
+        health: Global___QueueHealth.ValueType = ...,
+        error: _builtins.str = ...,
+        skip_cycles_left: _builtins.int = ...,
+        failing_since_unix: _builtins.float = ...,
+        submitted_last_cycle: _builtins.int = ...,
+        reported_unix: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "ce", b"ce", "director", b"director", "error", b"error", "failing_since_unix", b"failing_since_unix", "health", b"health", "queue", b"queue", "reported_unix", b"reported_unix", "site", b"site", "skip_cycles_left", b"skip_cycles_left", "submitted_last_cycle", b"submitted_last_cycle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueStatus: _TypeAlias = QueueStatus  # noqa: Y015
+
+@_typing.final
+class ReportQueuesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStatus]: ...
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___QueueStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportQueuesRequest: _TypeAlias = ReportQueuesRequest  # noqa: Y015
+
+@_typing.final
+class ReportQueuesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportQueuesResponse: _TypeAlias = ReportQueuesResponse  # noqa: Y015
+
+@_typing.final
+class ListQueuesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    DIRECTOR_FIELD_NUMBER: _builtins.int
+    site: _builtins.str
+    director: _builtins.str
+    def __init__(
+        self,
+        *,
+        site: _builtins.str = ...,
+        director: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["director", b"director", "site", b"site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesRequest: _TypeAlias = ListQueuesRequest  # noqa: Y015
+
+@_typing.final
+class ListQueuesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStatus]: ...
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___QueueStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015

@@ -54,6 +54,16 @@ class SiteDirectorServiceStub:
                 request_serializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ListPilotsRequest.SerializeToString,
                 response_deserializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ListPilotsResponse.FromString,
                 _registered_method=True)
+        self.ReportQueues = channel.unary_unary(
+                '/gridpilot.v1.SiteDirectorService/ReportQueues',
+                request_serializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ReportQueuesRequest.SerializeToString,
+                response_deserializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ReportQueuesResponse.FromString,
+                _registered_method=True)
+        self.ListQueues = channel.unary_unary(
+                '/gridpilot.v1.SiteDirectorService/ListQueues',
+                request_serializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ListQueuesRequest.SerializeToString,
+                response_deserializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
 
 
 class SiteDirectorServiceServicer:
@@ -83,6 +93,19 @@ class SiteDirectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportQueues(self, request, context):
+        """Each director cycle: how each of its queues fares (a failing queue's error), for operators.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQueues(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SiteDirectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +128,16 @@ def add_SiteDirectorServiceServicer_to_server(servicer, server):
                     servicer.ListPilots,
                     request_deserializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ListPilotsRequest.FromString,
                     response_serializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ListPilotsResponse.SerializeToString,
+            ),
+            'ReportQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportQueues,
+                    request_deserializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ReportQueuesRequest.FromString,
+                    response_serializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ReportQueuesResponse.SerializeToString,
+            ),
+            'ListQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueues,
+                    request_deserializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ListQueuesRequest.FromString,
+                    response_serializer=gridpilot_dot_v1_dot_sitedirectors__pb2.ListQueuesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +248,60 @@ class SiteDirectorService:
             '/gridpilot.v1.SiteDirectorService/ListPilots',
             gridpilot_dot_v1_dot_sitedirectors__pb2.ListPilotsRequest.SerializeToString,
             gridpilot_dot_v1_dot_sitedirectors__pb2.ListPilotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridpilot.v1.SiteDirectorService/ReportQueues',
+            gridpilot_dot_v1_dot_sitedirectors__pb2.ReportQueuesRequest.SerializeToString,
+            gridpilot_dot_v1_dot_sitedirectors__pb2.ReportQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridpilot.v1.SiteDirectorService/ListQueues',
+            gridpilot_dot_v1_dot_sitedirectors__pb2.ListQueuesRequest.SerializeToString,
+            gridpilot_dot_v1_dot_sitedirectors__pb2.ListQueuesResponse.FromString,
             options,
             channel_credentials,
             insecure,

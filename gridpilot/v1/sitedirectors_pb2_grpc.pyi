@@ -35,6 +35,9 @@ class SiteDirectorServiceStub:
     RecordPilots: _grpc.UnaryUnaryMultiCallable[_sitedirectors_pb2.RecordPilotsRequest, _sitedirectors_pb2.RecordPilotsResponse]
     UpdatePilots: _grpc.UnaryUnaryMultiCallable[_sitedirectors_pb2.UpdatePilotsRequest, _sitedirectors_pb2.UpdatePilotsResponse]
     ListPilots: _grpc.UnaryUnaryMultiCallable[_sitedirectors_pb2.ListPilotsRequest, _sitedirectors_pb2.ListPilotsResponse]
+    ReportQueues: _grpc.UnaryUnaryMultiCallable[_sitedirectors_pb2.ReportQueuesRequest, _sitedirectors_pb2.ReportQueuesResponse]
+    """Each director cycle: how each of its queues fares (a failing queue's error), for operators."""
+    ListQueues: _grpc.UnaryUnaryMultiCallable[_sitedirectors_pb2.ListQueuesRequest, _sitedirectors_pb2.ListQueuesResponse]
 
 @_typing.type_check_only
 class SiteDirectorServiceAsyncStub(SiteDirectorServiceStub):
@@ -43,6 +46,9 @@ class SiteDirectorServiceAsyncStub(SiteDirectorServiceStub):
     RecordPilots: _aio.UnaryUnaryMultiCallable[_sitedirectors_pb2.RecordPilotsRequest, _sitedirectors_pb2.RecordPilotsResponse]  # type: ignore[assignment]
     UpdatePilots: _aio.UnaryUnaryMultiCallable[_sitedirectors_pb2.UpdatePilotsRequest, _sitedirectors_pb2.UpdatePilotsResponse]  # type: ignore[assignment]
     ListPilots: _aio.UnaryUnaryMultiCallable[_sitedirectors_pb2.ListPilotsRequest, _sitedirectors_pb2.ListPilotsResponse]  # type: ignore[assignment]
+    ReportQueues: _aio.UnaryUnaryMultiCallable[_sitedirectors_pb2.ReportQueuesRequest, _sitedirectors_pb2.ReportQueuesResponse]  # type: ignore[assignment]
+    """Each director cycle: how each of its queues fares (a failing queue's error), for operators."""
+    ListQueues: _aio.UnaryUnaryMultiCallable[_sitedirectors_pb2.ListQueuesRequest, _sitedirectors_pb2.ListQueuesResponse]  # type: ignore[assignment]
 
 class SiteDirectorServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -72,5 +78,20 @@ class SiteDirectorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sitedirectors_pb2.ListPilotsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sitedirectors_pb2.ListPilotsResponse, _abc.Awaitable[_sitedirectors_pb2.ListPilotsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReportQueues(
+        self,
+        request: _sitedirectors_pb2.ReportQueuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sitedirectors_pb2.ReportQueuesResponse, _abc.Awaitable[_sitedirectors_pb2.ReportQueuesResponse]]:
+        """Each director cycle: how each of its queues fares (a failing queue's error), for operators."""
+
+    @_abc_1.abstractmethod
+    def ListQueues(
+        self,
+        request: _sitedirectors_pb2.ListQueuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sitedirectors_pb2.ListQueuesResponse, _abc.Awaitable[_sitedirectors_pb2.ListQueuesResponse]]: ...
 
 def add_SiteDirectorServiceServicer_to_server(servicer: SiteDirectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -46,6 +46,8 @@ EXPECTED: dict[str, str] = {
     "SiteDirectorService.RecordPilots": "site_director admin",
     "SiteDirectorService.UpdatePilots": "site_director admin",
     "SiteDirectorService.ListPilots": "site_director admin",
+    "SiteDirectorService.ReportQueues": "site_director admin",
+    "SiteDirectorService.ListQueues": "site_director admin",
     "DataService.ListStorageElements": P + " site_director pilot job",
     "DataService.SetStorageElementStatus": "admin",
     "DataService.GetReplicas": P + " pilot job",
