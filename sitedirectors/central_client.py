@@ -67,6 +67,27 @@ class KnownPilot:
     submitted: float
 
 
+@dataclass(frozen=True)
+class QueueReport:
+    """How one queue fared this cycle, for operators (`gridpilot admin queues`)."""
+
+    queue: QueueSection
+    backend: str
+    # "ok", "failing" or "disabled".
+    health: str
+    error: str = ""
+    skip_cycles_left: int = 0
+    failing_since: float = 0.0
+    submitted: int = 0
+
+
+_HEALTH = {
+    "ok": sitedirectors_pb2.QUEUE_HEALTH_OK,
+    "failing": sitedirectors_pb2.QUEUE_HEALTH_FAILING,
+    "disabled": sitedirectors_pb2.QUEUE_HEALTH_DISABLED,
+}
+
+
 def resource_description(queue: QueueSection) -> common_pb2.ResourceDescription:
     """What one pilot of the queue offers, as central's matcher understands it."""
     return common_pb2.ResourceDescription(
@@ -202,6 +223,28 @@ class CentralClient:
             )
             for p in response.pilots
         ]
+
+    def report_queues(self, reports: Sequence[QueueReport]) -> None:
+        request = sitedirectors_pb2.ReportQueuesRequest(
+            queues=[
+                sitedirectors_pb2.QueueStatus(
+                    queue=r.queue.name,
+                    site=r.queue.site,
+                    ce=r.queue.ce,
+                    backend=r.backend,
+                    health=_HEALTH[r.health],
+                    error=r.error,
+                    skip_cycles_left=r.skip_cycles_left,
+                    failing_since_unix=r.failing_since,
+                    submitted_last_cycle=r.submitted,
+                )
+                for r in reports
+            ]
+        )
+        try:
+            self._stub.ReportQueues(request, timeout=self.timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            raise _central_error("ReportQueues", exc) from exc
 
 
 def _central_error(method: str, exc: grpc.RpcError) -> CentralError:

@@ -27,7 +27,12 @@ from gridpilot.config_files import ConfigError
 from gridpilot.logs import get_logger
 from sitedirectors.base import BackendConfigError, BackendContext
 from sitedirectors.bundle import BundleError, PilotBundle
-from sitedirectors.central_client import ACTIVE_PILOT_STATES, CentralClient, CentralError
+from sitedirectors.central_client import (
+    ACTIVE_PILOT_STATES,
+    CentralClient,
+    CentralError,
+    QueueReport,
+)
 from sitedirectors.config import DirectorConfig, QueueSection
 from sitedirectors.demand import QueueDemandView, QueueLimits, pilots_to_submit
 from sitedirectors.journal import Journal, JournalError
@@ -48,6 +53,8 @@ _STOP_POLL = 0.1
 class QueueHealth:
     skip_left: int = 0
     error: str = ""
+    # When the current run of failures began (0.0: healthy).
+    failing_since: float = 0.0
 
 
 @dataclass
@@ -192,6 +199,9 @@ class Director:
         except CentralError as exc:
             report.central_error = str(exc)
             log.error("central.unreachable", director=self.config.director.name, error=str(exc))
+        self._settle_health(skip, report)
+        if not report.central_error:
+            self._report_queues(report)
         log.info(
             "cycle.done",
             submitted=sum(report.submitted.values()),
@@ -216,9 +226,48 @@ class Director:
 
     def _fail(self, queue: str, error: str, report: CycleReport) -> None:
         cycles = self.config.director.failing_queue_skip_cycles
-        self._health[queue] = QueueHealth(skip_left=cycles, error=error)
+        since = self._health[queue].failing_since or self._clock()
+        self._health[queue] = QueueHealth(skip_left=cycles, error=error, failing_since=since)
         report.failing[queue] = error
         log.error("queue.failing", queue=queue, skip_cycles=cycles, error=error)
+
+    def _settle_health(self, skipped: frozenset[str], report: CycleReport) -> None:
+        """A queue that was tried this cycle and did not fail is healthy again."""
+        if report.central_error:
+            return
+        for name, health in self._health.items():
+            if name not in skipped and name not in report.failing and health.error:
+                log.info("queue.recovered", queue=name, error_was=health.error)
+                self._health[name] = QueueHealth()
+
+    def queue_reports(self, report: CycleReport) -> list[QueueReport]:
+        reports: list[QueueReport] = []
+        for name, runtime in self.queues.items():
+            health = self._health[name]
+            state = "ok"
+            if not runtime.config.enabled:
+                state = "disabled"
+            elif health.error:
+                state = "failing"
+            reports.append(
+                QueueReport(
+                    queue=runtime.config,
+                    backend=runtime.config.backend,
+                    health=state,
+                    error=health.error,
+                    skip_cycles_left=health.skip_left,
+                    failing_since=health.failing_since,
+                    submitted=report.submitted.get(name, 0),
+                )
+            )
+        return reports
+
+    def _report_queues(self, report: CycleReport) -> None:
+        # Best effort: the operators' view must not stop pilot submission.
+        try:
+            self.client.report_queues(self.queue_reports(report))
+        except CentralError as exc:
+            log.warning("queues.report_failed", error=str(exc))
 
     def _submit_all(self, skip: frozenset[str], report: CycleReport) -> None:
         candidates = [

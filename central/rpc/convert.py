@@ -262,6 +262,7 @@ def pilot_filter(r: sitedirectors_pb2.ListPilotsRequest) -> PilotFilter:
         director=r.director,
         states=tuple(pilot_state(s) for s in r.states),
         limit=r.limit,
+        pilot_id=r.pilot_id,
     )
 
 

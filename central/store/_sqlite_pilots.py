@@ -118,6 +118,7 @@ def list_pilots(conn: sqlite3.Connection, where: PilotFilter) -> list[PilotRecor
         ("site", where.site),
         ("queue", where.queue),
         ("director", where.director),
+        ("pilot_id", where.pilot_id),
     ):
         if value:
             clauses.append(f"{column} = ?")

@@ -208,6 +208,7 @@ class PilotFilter(_Record):
     director: str = ""
     states: tuple[PilotState, ...] = ()
     limit: int = 0
+    pilot_id: str = ""
 
 
 class QueueStatusRecord(_Record):

@@ -22,6 +22,8 @@ from gridpilot.cli.tables import (
     pilot_summary_line,
     pilot_to_dict,
     pilots_table,
+    queue_to_dict,
+    queues_table,
     se_table,
     se_to_dict,
 )
@@ -64,6 +66,44 @@ def _pilots(args: argparse.Namespace) -> int:
     if pilots:
         out.print(pilots_table(pilots))
     out.print(pilot_summary_line(pilots))
+    return EXIT_OK
+
+
+def _pilot_log(args: argparse.Namespace) -> int:
+    request = sitedirectors_pb2.ListPilotsRequest(pilot_id=args.pilot_id)
+    with _client(args) as client:
+        response: sitedirectors_pb2.ListPilotsResponse = client.call(
+            client.site_directors.ListPilots, request
+        )
+    found = list(response.pilots)
+    if not found:
+        raise CliError(f"no pilot {args.pilot_id!r} (see `gridpilot admin pilots`)")
+    pilot = found[0]
+    if args.json:
+        print(json.dumps(pilot_to_dict(pilot), indent=2))
+        return EXIT_OK
+    if not pilot.log_tail:
+        print(f"pilot {pilot.pilot_id}: no log kept ({pilot.status_reason or 'none fetched'})")
+        return EXIT_OK
+    print(pilot.log_tail, end="" if pilot.log_tail.endswith("\n") else "\n")
+    return EXIT_OK
+
+
+def _queues(args: argparse.Namespace) -> int:
+    request = sitedirectors_pb2.ListQueuesRequest(site=args.site, director=args.director)
+    with _client(args) as client:
+        response: sitedirectors_pb2.ListQueuesResponse = client.call(
+            client.site_directors.ListQueues, request
+        )
+    queues = list(response.queues)
+    if args.json:
+        print(json.dumps([queue_to_dict(q) for q in queues], indent=2))
+        return EXIT_OK
+    out = console()
+    if queues:
+        out.print(queues_table(queues))
+    failing = sum(q.health == sitedirectors_pb2.QUEUE_HEALTH_FAILING for q in queues)
+    out.print(f"{len(queues)} queue(s), {failing} failing")
     return EXIT_OK
 
 
@@ -205,6 +245,8 @@ def _service_token(args: argparse.Namespace) -> int:
 
 _ACTIONS = {
     "pilots": _pilots,
+    "pilot-log": _pilot_log,
+    "queues": _queues,
     "se": _ses,
     "se-status": _se_status,
     "revoke": _revoke,

@@ -4,6 +4,7 @@
     gridpilot pilot ...            gridpilot sitedirector ...       gridpilot demo ...
     gridpilot bench matcher [--quick] [--json] [--jobs N] ...   (docs/benchmarks.md)
     gridpilot admin pilots [--site S] [--status S] [--json]
+    gridpilot admin pilot-log PILOT_ID             gridpilot admin queues [--json]
     gridpilot admin se [--json]
     gridpilot admin se-status NAME --no-write
     gridpilot admin revoke --jti J | --user U | --pilot P | --site-director D [--reason R]
@@ -116,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     pilots.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
     pilots.add_argument("--json", action="store_true", help="machine-readable output")
     _add_connection_options(pilots)
+
+    pilot_log = actions.add_parser("pilot-log", help="the log tail central keeps of a pilot")
+    pilot_log.add_argument("pilot_id", help="pilot id (from `gridpilot admin pilots`)")
+    pilot_log.add_argument("--json", action="store_true", help="the whole record as JSON")
+    _add_connection_options(pilot_log)
+
+    queues = actions.add_parser("queues", help="site directors' queues and their errors")
+    queues.add_argument("--site", default="", help="only queues of this site")
+    queues.add_argument("--director", default="", help="only queues of this director")
+    queues.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_connection_options(queues)
 
     ses = actions.add_parser("se", help="list storage elements")
     ses.add_argument("--json", action="store_true", help="machine-readable output")

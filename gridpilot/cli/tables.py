@@ -218,6 +218,7 @@ def pilot_to_dict(p: sitedirectors_pb2.PilotRecord) -> dict[str, Any]:
         "last_heartbeat_unix": p.last_heartbeat_unix,
         "jobs_run": p.jobs_run,
         "status_reason": p.status_reason,
+        "log_tail": p.log_tail,
     }
 
 
@@ -248,3 +249,51 @@ def pilot_summary_line(pilots: Sequence[sitedirectors_pb2.PilotRecord]) -> str:
     counts = Counter(pilot_state_name(p.state) for p in pilots)
     cells = [f"{s.value}:{counts[s.value]}" for s in PilotState if counts.get(s.value)]
     return f"{len(pilots)} pilot(s)" + (f" — {'  '.join(cells)}" if cells else "")
+
+
+_HEALTH_NAMES = {
+    sitedirectors_pb2.QUEUE_HEALTH_OK: "ok",
+    sitedirectors_pb2.QUEUE_HEALTH_FAILING: "failing",
+    sitedirectors_pb2.QUEUE_HEALTH_DISABLED: "disabled",
+}
+
+
+def queue_to_dict(q: sitedirectors_pb2.QueueStatus) -> dict[str, Any]:
+    return {
+        "director": q.director,
+        "queue": q.queue,
+        "site": q.site,
+        "ce": q.ce,
+        "backend": q.backend,
+        "state": _HEALTH_NAMES.get(q.health, "unknown"),
+        "error": q.error,
+        "skip_cycles_left": q.skip_cycles_left,
+        "failing_since_unix": q.failing_since_unix,
+        "submitted_last_cycle": q.submitted_last_cycle,
+        "reported_at": q.reported_unix,
+    }
+
+
+def queues_table(queues: Sequence[sitedirectors_pb2.QueueStatus]) -> Table:
+    table = Table()
+    for column in ("Director", "Queue", "Site", "CE", "Backend", "State"):
+        table.add_column(column)
+    table.add_column("Skip", justify="right")
+    table.add_column("Submitted", justify="right")
+    table.add_column("Reported (UTC)", no_wrap=True)
+    table.add_column("Error")
+    for q in queues:
+        state = _HEALTH_NAMES.get(q.health, "unknown")
+        table.add_row(
+            q.director,
+            q.queue,
+            q.site,
+            q.ce,
+            q.backend,
+            f"[red]{state}[/red]" if state == "failing" else state,
+            str(q.skip_cycles_left),
+            str(q.submitted_last_cycle),
+            format_time(q.reported_unix),
+            q.error,
+        )
+    return table

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from gridpilot.v1 import common_pb2 as gridpilot_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n gridpilot/v1/sitedirectors.proto\x12\x0cgridpilot.v1\x1a\x19gridpilot/v1/common.proto\"\x8b\x01\n\x0bQueueDemand\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x15\n\religible_jobs\x18\x02 \x01(\x03\x12\x18\n\x10pilots_submitted\x18\x03 \x01(\x03\x12\x16\n\x0epilots_running\x18\x04 \x01(\x03\x12\x13\n\x0bpilots_idle\x18\x05 \x01(\x03\x12\x0f\n\x07\x62locked\x18\x06 \x01(\x08\"J\n\x15GetPilotDemandRequest\x12\x31\n\x06queues\x18\x01 \x03(\x0b\x32!.gridpilot.v1.ResourceDescription\"D\n\x16GetPilotDemandResponse\x12*\n\x07\x64\x65mands\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.QueueDemand\"\xb0\x02\n\x0bPilotRecord\x12\x10\n\x08pilot_id\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\n\n\x02\x63\x65\x18\x04 \x01(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x10\n\x08\x64irector\x18\x07 \x01(\t\x12\'\n\x05state\x18\x08 \x01(\x0e\x32\x18.gridpilot.v1.PilotState\x12\x16\n\x0esubmitted_unix\x18\t \x01(\x01\x12\x17\n\x0fregistered_unix\x18\n \x01(\x01\x12\x1b\n\x13last_heartbeat_unix\x18\x0b \x01(\x01\x12\x10\n\x08jobs_run\x18\x0c \x01(\x05\x12\x15\n\rstatus_reason\x18\r \x01(\t\x12\x10\n\x08log_tail\x18\x0e \x01(\t\"@\n\x13RecordPilotsRequest\x12)\n\x06pilots\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotRecord\"\x16\n\x14RecordPilotsResponse\"\x84\x01\n\x0bPilotUpdate\x12\x10\n\x08pilot_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.gridpilot.v1.PilotState\x12\x15\n\rstatus_reason\x18\x03 \x01(\t\x12\x10\n\x08log_tail\x18\x04 \x01(\t\x12\x11\n\treference\x18\x05 \x01(\t\"A\n\x13UpdatePilotsRequest\x12*\n\x07updates\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotUpdate\"\x16\n\x14UpdatePilotsResponse\"{\n\x11ListPilotsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12(\n\x06states\x18\x02 \x03(\x0e\x32\x18.gridpilot.v1.PilotState\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x10\n\x08\x64irector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\"?\n\x12ListPilotsResponse\x12)\n\x06pilots\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotRecord\"\xfe\x01\n\x0bQueueStatus\x12\x10\n\x08\x64irector\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\n\n\x02\x63\x65\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12)\n\x06health\x18\x06 \x01(\x0e\x32\x19.gridpilot.v1.QueueHealth\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x18\n\x10skip_cycles_left\x18\x08 \x01(\x05\x12\x1a\n\x12\x66\x61iling_since_unix\x18\t \x01(\x01\x12\x1c\n\x14submitted_last_cycle\x18\n \x01(\x05\x12\x15\n\rreported_unix\x18\x0b \x01(\x01\"@\n\x13ReportQueuesRequest\x12)\n\x06queues\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.QueueStatus\"\x16\n\x14ReportQueuesResponse\"3\n\x11ListQueuesRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08\x64irector\x18\x02 \x01(\t\"?\n\x12ListQueuesResponse\x12)\n\x06queues\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.QueueStatus*u\n\x0bQueueHealth\x12\x1c\n\x18QUEUE_HEALTH_UNSPECIFIED\x10\x00\x12\x13\n\x0fQUEUE_HEALTH_OK\x10\x01\x12\x18\n\x14QUEUE_HEALTH_FAILING\x10\x02\x12\x19\n\x15QUEUE_HEALTH_DISABLED\x10\x03\x32\x99\x04\n\x13SiteDirectorService\x12[\n\x0eGetPilotDemand\x12#.gridpilot.v1.GetPilotDemandRequest\x1a$.gridpilot.v1.GetPilotDemandResponse\x12U\n\x0cRecordPilots\x12!.gridpilot.v1.RecordPilotsRequest\x1a\".gridpilot.v1.RecordPilotsResponse\x12U\n\x0cUpdatePilots\x12!.gridpilot.v1.UpdatePilotsRequest\x1a\".gridpilot.v1.UpdatePilotsResponse\x12O\n\nListPilots\x12\x1f.gridpilot.v1.ListPilotsRequest\x1a .gridpilot.v1.ListPilotsResponse\x12U\n\x0cReportQueues\x12!.gridpilot.v1.ReportQueuesRequest\x1a\".gridpilot.v1.ReportQueuesResponse\x12O\n\nListQueues\x12\x1f.gridpilot.v1.ListQueuesRequest\x1a .gridpilot.v1.ListQueuesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n gridpilot/v1/sitedirectors.proto\x12\x0cgridpilot.v1\x1a\x19gridpilot/v1/common.proto\"\x8b\x01\n\x0bQueueDemand\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x15\n\religible_jobs\x18\x02 \x01(\x03\x12\x18\n\x10pilots_submitted\x18\x03 \x01(\x03\x12\x16\n\x0epilots_running\x18\x04 \x01(\x03\x12\x13\n\x0bpilots_idle\x18\x05 \x01(\x03\x12\x0f\n\x07\x62locked\x18\x06 \x01(\x08\"J\n\x15GetPilotDemandRequest\x12\x31\n\x06queues\x18\x01 \x03(\x0b\x32!.gridpilot.v1.ResourceDescription\"D\n\x16GetPilotDemandResponse\x12*\n\x07\x64\x65mands\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.QueueDemand\"\xb0\x02\n\x0bPilotRecord\x12\x10\n\x08pilot_id\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\n\n\x02\x63\x65\x18\x04 \x01(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x10\n\x08\x64irector\x18\x07 \x01(\t\x12\'\n\x05state\x18\x08 \x01(\x0e\x32\x18.gridpilot.v1.PilotState\x12\x16\n\x0esubmitted_unix\x18\t \x01(\x01\x12\x17\n\x0fregistered_unix\x18\n \x01(\x01\x12\x1b\n\x13last_heartbeat_unix\x18\x0b \x01(\x01\x12\x10\n\x08jobs_run\x18\x0c \x01(\x05\x12\x15\n\rstatus_reason\x18\r \x01(\t\x12\x10\n\x08log_tail\x18\x0e \x01(\t\"@\n\x13RecordPilotsRequest\x12)\n\x06pilots\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotRecord\"\x16\n\x14RecordPilotsResponse\"\x84\x01\n\x0bPilotUpdate\x12\x10\n\x08pilot_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.gridpilot.v1.PilotState\x12\x15\n\rstatus_reason\x18\x03 \x01(\t\x12\x10\n\x08log_tail\x18\x04 \x01(\t\x12\x11\n\treference\x18\x05 \x01(\t\"A\n\x13UpdatePilotsRequest\x12*\n\x07updates\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotUpdate\"\x16\n\x14UpdatePilotsResponse\"\x8d\x01\n\x11ListPilotsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12(\n\x06states\x18\x02 \x03(\x0e\x32\x18.gridpilot.v1.PilotState\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x10\n\x08\x64irector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x10\n\x08pilot_id\x18\x06 \x01(\t\"?\n\x12ListPilotsResponse\x12)\n\x06pilots\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.PilotRecord\"\xfe\x01\n\x0bQueueStatus\x12\x10\n\x08\x64irector\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\n\n\x02\x63\x65\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12)\n\x06health\x18\x06 \x01(\x0e\x32\x19.gridpilot.v1.QueueHealth\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x18\n\x10skip_cycles_left\x18\x08 \x01(\x05\x12\x1a\n\x12\x66\x61iling_since_unix\x18\t \x01(\x01\x12\x1c\n\x14submitted_last_cycle\x18\n \x01(\x05\x12\x15\n\rreported_unix\x18\x0b \x01(\x01\"@\n\x13ReportQueuesRequest\x12)\n\x06queues\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.QueueStatus\"\x16\n\x14ReportQueuesResponse\"3\n\x11ListQueuesRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08\x64irector\x18\x02 \x01(\t\"?\n\x12ListQueuesResponse\x12)\n\x06queues\x18\x01 \x03(\x0b\x32\x19.gridpilot.v1.QueueStatus*u\n\x0bQueueHealth\x12\x1c\n\x18QUEUE_HEALTH_UNSPECIFIED\x10\x00\x12\x13\n\x0fQUEUE_HEALTH_OK\x10\x01\x12\x18\n\x14QUEUE_HEALTH_FAILING\x10\x02\x12\x19\n\x15QUEUE_HEALTH_DISABLED\x10\x03\x32\x99\x04\n\x13SiteDirectorService\x12[\n\x0eGetPilotDemand\x12#.gridpilot.v1.GetPilotDemandRequest\x1a$.gridpilot.v1.GetPilotDemandResponse\x12U\n\x0cRecordPilots\x12!.gridpilot.v1.RecordPilotsRequest\x1a\".gridpilot.v1.RecordPilotsResponse\x12U\n\x0cUpdatePilots\x12!.gridpilot.v1.UpdatePilotsRequest\x1a\".gridpilot.v1.UpdatePilotsResponse\x12O\n\nListPilots\x12\x1f.gridpilot.v1.ListPilotsRequest\x1a .gridpilot.v1.ListPilotsResponse\x12U\n\x0cReportQueues\x12!.gridpilot.v1.ReportQueuesRequest\x1a\".gridpilot.v1.ReportQueuesResponse\x12O\n\nListQueues\x12\x1f.gridpilot.v1.ListQueuesRequest\x1a .gridpilot.v1.ListQueuesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gridpilot.v1.sitedirectors_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUEUEHEALTH']._serialized_start=1643
-  _globals['_QUEUEHEALTH']._serialized_end=1760
+  _globals['_QUEUEHEALTH']._serialized_start=1662
+  _globals['_QUEUEHEALTH']._serialized_end=1779
   _globals['_QUEUEDEMAND']._serialized_start=78
   _globals['_QUEUEDEMAND']._serialized_end=217
   _globals['_GETPILOTDEMANDREQUEST']._serialized_start=219
@@ -52,20 +52,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEPILOTSREQUEST']._serialized_end=962
   _globals['_UPDATEPILOTSRESPONSE']._serialized_start=964
   _globals['_UPDATEPILOTSRESPONSE']._serialized_end=986
-  _globals['_LISTPILOTSREQUEST']._serialized_start=988
-  _globals['_LISTPILOTSREQUEST']._serialized_end=1111
-  _globals['_LISTPILOTSRESPONSE']._serialized_start=1113
-  _globals['_LISTPILOTSRESPONSE']._serialized_end=1176
-  _globals['_QUEUESTATUS']._serialized_start=1179
-  _globals['_QUEUESTATUS']._serialized_end=1433
-  _globals['_REPORTQUEUESREQUEST']._serialized_start=1435
-  _globals['_REPORTQUEUESREQUEST']._serialized_end=1499
-  _globals['_REPORTQUEUESRESPONSE']._serialized_start=1501
-  _globals['_REPORTQUEUESRESPONSE']._serialized_end=1523
-  _globals['_LISTQUEUESREQUEST']._serialized_start=1525
-  _globals['_LISTQUEUESREQUEST']._serialized_end=1576
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=1578
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=1641
-  _globals['_SITEDIRECTORSERVICE']._serialized_start=1763
-  _globals['_SITEDIRECTORSERVICE']._serialized_end=2300
+  _globals['_LISTPILOTSREQUEST']._serialized_start=989
+  _globals['_LISTPILOTSREQUEST']._serialized_end=1130
+  _globals['_LISTPILOTSRESPONSE']._serialized_start=1132
+  _globals['_LISTPILOTSRESPONSE']._serialized_end=1195
+  _globals['_QUEUESTATUS']._serialized_start=1198
+  _globals['_QUEUESTATUS']._serialized_end=1452
+  _globals['_REPORTQUEUESREQUEST']._serialized_start=1454
+  _globals['_REPORTQUEUESREQUEST']._serialized_end=1518
+  _globals['_REPORTQUEUESRESPONSE']._serialized_start=1520
+  _globals['_REPORTQUEUESRESPONSE']._serialized_end=1542
+  _globals['_LISTQUEUESREQUEST']._serialized_start=1544
+  _globals['_LISTQUEUESREQUEST']._serialized_end=1595
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=1597
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=1660
+  _globals['_SITEDIRECTORSERVICE']._serialized_start=1782
+  _globals['_SITEDIRECTORSERVICE']._serialized_end=2319
 # @@protoc_insertion_point(module_scope)

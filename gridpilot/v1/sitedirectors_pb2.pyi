@@ -294,10 +294,13 @@ class ListPilotsRequest(_message.Message):
     QUEUE_FIELD_NUMBER: _builtins.int
     DIRECTOR_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    PILOT_ID_FIELD_NUMBER: _builtins.int
     site: _builtins.str
     queue: _builtins.str
     director: _builtins.str
     limit: _builtins.int
+    pilot_id: _builtins.str
+    """One pilot by id (empty: no filter)."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.PilotState.ValueType]: ...
     def __init__(
@@ -308,10 +311,11 @@ class ListPilotsRequest(_message.Message):
         queue: _builtins.str = ...,
         director: _builtins.str = ...,
         limit: _builtins.int = ...,
+        pilot_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["director", b"director", "limit", b"limit", "queue", b"queue", "site", b"site", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["director", b"director", "limit", b"limit", "pilot_id", b"pilot_id", "queue", b"queue", "site", b"site", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -241,7 +241,9 @@ def test_reference_central_missed_is_sent_next_cycle(
 
 def test_done_pilots_and_cleanup(tmp_path: Path, central: CentralHandle, pilots_dir: Path) -> None:
     submit_jobs(central, 2)
-    cfg = director_config(tmp_path, central, pilot={"command": exiting_command(0)})
+    cfg = director_config(
+        tmp_path, central, pilot={"command": exiting_command(0, "pilot ended well")}
+    )
     cfg.director.cleanup_after = 0.5
     director = Director(cfg)
     try:
@@ -253,7 +255,8 @@ def test_done_pilots_and_cleanup(tmp_path: Path, central: CentralHandle, pilots_
         assert director.journal.entries() == []
     finally:
         director.close()
-    assert all(p.log_tail == "" for p in list_pilots(central))
+    # Done pilots' logs are kept too: the operator sees what a pilot did, not only failures.
+    assert [p.log_tail for p in list_pilots(central)] == ["pilot ended well\n"] * 2
 
 
 def test_failing_queue_is_skipped_then_retried(
@@ -273,9 +276,25 @@ def test_failing_queue_is_skipped_then_retried(
             assert report.submitted == {}
         again = director.run_cycle()
         assert QUEUE in again.failing
+        [reported] = director.queue_reports(again)
+        assert (reported.health, reported.skip_cycles_left) == ("failing", 2)
+        first_failure = reported.failing_since
+        # The admin mends the setting: once its skip is over the queue is healthy again.
+        backend = director.queues[QUEUE].backend
+        assert isinstance(backend, LocalBackend)
+        backend.shell = "/bin/sh"
+        for _ in range(2):
+            director.run_cycle()
+        [still_failing] = director.queue_reports(again)
+        assert still_failing.failing_since == first_failure
+        recovered = director.run_cycle()
+        assert recovered.failing == {}
+        assert recovered.submitted == {QUEUE: 1}
+        [healthy] = director.queue_reports(recovered)
+        assert (healthy.health, healthy.error, healthy.failing_since) == ("ok", "", 0.0)
     finally:
         director.close()
-    pilots = list_pilots(central)
+    pilots = [p for p in list_pilots(central) if p.state == PS.PILOT_STATE_ABORTED]
     assert len(pilots) == 2  # one per attempt, none while skipped
     for p in pilots:
         assert p.state == PS.PILOT_STATE_ABORTED
