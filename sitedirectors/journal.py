@@ -28,6 +28,8 @@ class JournalEntry(msgspec.Struct, kw_only=True):
     reference: str = ""
     # When the pilot was first seen in a final state; cleanup counts from here.
     final_at: float | None = None
+    # The pilot's log tail went to central (fetched once its backend saw it end).
+    log_sent: bool = False
 
 
 class _JournalFile(msgspec.Struct):
@@ -98,6 +100,11 @@ class Journal:
         entry = self._entries.get(pilot_id)
         if entry is not None and entry.final_at is None:
             entry.final_at = now
+
+    def mark_log_sent(self, pilot_id: str) -> None:
+        entry = self._entries.get(pilot_id)
+        if entry is not None:
+            entry.log_sent = True
 
     def remove(self, pilot_ids: Iterable[str]) -> None:
         for pilot_id in pilot_ids:

@@ -7,7 +7,9 @@ it lacks (a director restarted without its journal). Central never moves a pilot
 so only forward changes (or Unknown, or recovery from Unknown) are sent, and a pilot running on its
 backend is reported as Waiting until it registers (see `as_reported`). A pilot that left central's
 non-final list (it reported its own end, or was aborted) is final for the journal too, and its
-backend files are cleaned up `cleanup_after` seconds later.
+backend files are cleaned up `cleanup_after` seconds later. Every pilot's log tail (capped)
+goes to central once its backend sees it end: with the state change when the director saw the
+end first, or on its own when the pilot reported its end itself (`send_late_logs`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from gridpilot.logs import get_logger
 from sitedirectors.base import Backend, BackendError, BackendNotSupportedError, BackendStatus
 from sitedirectors.central_client import CentralClient, KnownPilot, PilotStateUpdate
 from sitedirectors.config import QueueSection
-from sitedirectors.journal import Journal
+from sitedirectors.journal import Journal, JournalEntry
 
 log = get_logger(__name__)
 
@@ -30,8 +32,8 @@ _RANK: dict[PilotState, int] = {
     PilotState.WAITING: 1,
     PilotState.RUNNING: 2,
 }
-# States whose pilot log is worth keeping in central.
-_LOG_STATES = frozenset({PilotState.FAILED, PilotState.ABORTED})
+# States in which something went wrong (logged as warnings).
+_BAD_STATES = frozenset({PilotState.FAILED, PilotState.ABORTED})
 NO_REFERENCE_REASON = "no backend reference: the director stopped during submission"
 
 
@@ -122,22 +124,69 @@ def monitor_pilots(
             if status.state in FINAL_PILOT_STATES:
                 journal.mark_final(pilot.pilot_id, now)
     updates += [PilotStateUpdate(pid, None, reference=ref) for pid, ref in resend.items()]
+    updates += late_logs(queues, journal, active_ids | skip_ids(journal, skip), log_cap_bytes)
     client.update_pilots(updates)
+    # Central has them now: a log tail went with every final state and every late log.
+    for update in updates:
+        if update.state in FINAL_PILOT_STATES or update.log_tail or _is_late_log(update):
+            journal.mark_log_sent(update.pilot_id)
     journal.save()
     report.updated = sum(u.state is not None for u in updates)
     return report
+
+
+def skip_ids(journal: Journal, skip: frozenset[str]) -> set[str]:
+    return {e.pilot_id for e in journal.entries() if e.queue in skip}
+
+
+def late_logs(
+    queues: Mapping[str, QueueRuntime], journal: Journal, exclude: set[str], cap: int
+) -> list[PilotStateUpdate]:
+    """Log tails of pilots central already has as final (they reported their own end), taken
+    once their backend sees them end too -- before that the log may still be growing. One
+    update per such pilot (an empty tail too): the caller marks them sent once central has
+    them."""
+    by_queue: dict[str, list[JournalEntry]] = defaultdict(list)
+    for entry in journal.entries():
+        due = entry.final_at is not None and not entry.log_sent and bool(entry.reference)
+        if due and entry.pilot_id not in exclude and entry.queue in queues:
+            by_queue[entry.queue].append(entry)
+    updates: list[PilotStateUpdate] = []
+    for queue_name, entries in by_queue.items():
+        backend = queues[queue_name].backend
+        try:
+            statuses = backend.status([e.reference for e in entries])
+        except Exception as exc:
+            log.debug("pilots.late_log_status_failed", queue=queue_name, error=str(exc))
+            continue
+        for entry in entries:
+            status = statuses.get(entry.reference)
+            if status is None or status.state not in FINAL_PILOT_STATES:
+                continue
+            tail = _log_tail(backend, entry.pilot_id, entry.reference, cap)
+            updates.append(PilotStateUpdate(entry.pilot_id, None, log_tail=tail))
+    return updates
+
+
+def _is_late_log(update: PilotStateUpdate) -> bool:
+    return update.state is None and not update.reference
+
+
+def _log_tail(backend: Backend, pilot_id: str, reference: str, cap: int) -> str:
+    try:
+        return backend.fetch_output(reference, cap)
+    except (BackendError, OSError, ValueError) as exc:
+        log.debug("pilot.no_output", pilot_id=pilot_id, error=str(exc))
+        return ""
 
 
 def _update_for(
     backend: Backend, pilot: KnownPilot, reference: str, status: BackendStatus, cap: int
 ) -> PilotStateUpdate:
     log_tail = ""
-    if status.state in _LOG_STATES:
-        try:
-            log_tail = backend.fetch_output(reference, cap)
-        except (BackendError, OSError, ValueError) as exc:
-            log.debug("pilot.no_output", pilot_id=pilot.pilot_id, error=str(exc))
-    level = log.warning if status.state in _LOG_STATES else log.info
+    if status.state in FINAL_PILOT_STATES:
+        log_tail = _log_tail(backend, pilot.pilot_id, reference, cap)
+    level = log.warning if status.state in _BAD_STATES else log.info
     level(
         "pilot.state",
         pilot_id=pilot.pilot_id,

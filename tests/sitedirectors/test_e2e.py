@@ -95,6 +95,12 @@ def test_director_pilots_run_jobs_to_done(
             timeout=60,
             what="pilots Done",
         )
+        # They reported their own end; their logs follow once the backend saw them exit.
+        wait_until(
+            cycle_and(lambda: all(p.log_tail for p in list_pilots(central))),
+            timeout=20,
+            what="the Done pilots' logs in central",
+        )
     finally:
         director.close()
     pilots = list_pilots(central)
@@ -109,6 +115,7 @@ def test_director_pilots_run_jobs_to_done(
         assert not (pilots_dir / p.pilot_id / "registration.token").exists()
         log = (pilots_dir / p.pilot_id / "pilot.log").read_text()
         assert "pilot.registered" in log
+        assert "pilot.registered" in p.log_tail
     # No token ever appeared on a command line (any local user can read those).
     pilot_cmdlines = [c for c in seen.values() if "pilot" in c]
     assert pilot_cmdlines, "no pilot process was seen running"
