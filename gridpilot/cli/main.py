@@ -13,6 +13,7 @@
     gridpilot admin drain --pilot ID [--pilot ID2 ...] | --site S
     gridpilot admin service-token --subject S --role site_director --sites A,B [--out FILE]
     gridpilot admin ca|cert|keys|token ...   (offline: CA, certificates, signing keys, tokens)
+    gridpilot admin bundle build|verify ...  (offline: the pilot bundle, docs/pilot-bundle.md)
     gridpilot --version
 
 Online admin commands act with the admin's token (the token file of gb2_proxy_init, or
@@ -52,6 +53,8 @@ SECURITY_ACTIONS: dict[str, str] = {
     "keys": "show, rotate or prune the token-signing keys (offline)",
     "token": "issue a signed token, e.g. the first admin's (offline)",
 }
+# `gridpilot admin bundle build|verify`: the pilot bundle, local files only (gridpilot.cli.bundle).
+BUNDLE_ACTION = "bundle"
 
 
 def _load_main(command: str) -> Callable[[list[str]], int | None]:
@@ -109,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in SECURITY_ACTIONS.items():
         # Listed for --help only: main() hands these to gridpilot.cli.security_admin.
         actions.add_parser(name, help=help_text, add_help=False)
+    actions.add_parser(BUNDLE_ACTION, help="build or verify the pilot bundle", add_help=False)
 
     pilots = actions.add_parser("pilots", help="list pilots")
     pilots.add_argument("--site", default="", help="only pilots of this site")
@@ -185,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     if args_in[:1] == ["admin"] and len(args_in) > 1 and args_in[1] in SECURITY_ACTIONS:
         security_admin = importlib.import_module("gridpilot.cli.security_admin")
         return cast(int, security_admin.main(args_in[1:]))
+    if args_in[:2] == ["admin", BUNDLE_ACTION]:
+        bundle_cli = importlib.import_module("gridpilot.cli.bundle")
+        return cast(int, bundle_cli.main(args_in[2:]))
 
     parser = build_parser()
     try:
