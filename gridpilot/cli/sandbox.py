@@ -8,6 +8,7 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from gridpilot.archives import NotAnArchiveError, UnsafeArchiveError, safe_extract
 from gridpilot.cli.common import CliError
 from gridpilot.client import CentralClient
 from gridpilot.v1 import sandboxes_pb2
@@ -89,15 +90,11 @@ def download_sandbox(client: CentralClient, sandbox_id: str, target: Path) -> in
 
 
 def extract_safely(archive: Path, dest: Path) -> list[str]:
-    """Unpack a (possibly compressed) tarball under `dest`, refusing members that would land
-    outside it, links out of it, and device files. Returns the extracted member names."""
-    dest.mkdir(parents=True, exist_ok=True)
+    """Unpack a (possibly compressed) tarball under `dest`, refusing any member that could
+    land outside it (gridpilot/archives.py). Returns the extracted file names."""
     try:
-        with tarfile.open(archive, mode="r:*") as tar:
-            names = tar.getnames()
-            tar.extractall(dest, filter="data")
-    except tarfile.FilterError as exc:
-        raise CliError(f"refusing unsafe sandbox {archive.name}: {exc}") from exc
-    except (tarfile.TarError, EOFError) as exc:
+        return safe_extract(archive, dest)
+    except NotAnArchiveError as exc:
         raise CliError(f"sandbox {archive.name} is not a readable tarball: {exc}") from exc
-    return names
+    except UnsafeArchiveError as exc:
+        raise CliError(f"refusing unsafe sandbox {archive.name}: {exc}") from exc

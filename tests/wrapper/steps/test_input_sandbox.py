@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wrapper.steps.input_sandbox import UnsafeArchiveError, check_member, safe_extract
+from gridpilot.archives import UnsafeArchiveError, check_member, safe_extract
 
 
 def make_tar(path: Path, members: list[tarfile.TarInfo], data: bytes = b"x") -> Path:
