@@ -1,4 +1,4 @@
-"""Backends by name, so each queue's config chooses one ("local", later "ssh", "slurm", ...).
+"""Backends by name, so each queue's config chooses one ("local", "ssh", "slurm", ...).
 
 A factory receives the queue's context (its free-form `backend_options` table and the
 director's work directory) and returns a ready backend; it validates the options itself and
@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from sitedirectors.base import Backend, BackendContext
 from sitedirectors.local import create_local_backend
+from sitedirectors.slurm import create_slurm_backend
+from sitedirectors.ssh import create_ssh_backend
 
 BackendFactory = Callable[[BackendContext], Backend]
 
@@ -46,4 +48,6 @@ def default_registry() -> BackendRegistry:
     """A registry with every backend shipped with gridpilot."""
     registry = BackendRegistry()
     registry.register("local", create_local_backend)
+    registry.register("ssh", create_ssh_backend)
+    registry.register("slurm", create_slurm_backend)
     return registry

@@ -19,8 +19,8 @@ def test_default_registry_has_local(tmp_path: Path) -> None:
 
 
 def test_unknown_backend_names_the_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(KeyError, match=r"unknown backend 'slurm'.*local"):
-        default_registry().create("slurm", BackendContext("q", tmp_path))
+    with pytest.raises(KeyError, match=r"unknown backend 'condor'.*local"):
+        default_registry().create("condor", BackendContext("q", tmp_path))
 
 
 def test_no_silent_overwrite() -> None:
@@ -57,3 +57,7 @@ def test_optional_operations_say_they_are_missing() -> None:
 def test_public_surface() -> None:
     for name in sitedirectors.__all__:
         assert hasattr(sitedirectors, name), name
+
+
+def test_default_registry_ships_every_backend() -> None:
+    assert default_registry().names() == ["local", "slurm", "ssh"]
