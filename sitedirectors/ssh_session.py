@@ -35,12 +35,19 @@ import shlex
 import stat
 import threading
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import asyncssh
+from cryptography.utils import CryptographyDeprecationWarning
+
+# asyncssh still imports cryptography's deprecated DSA types; the warning is theirs to fix and
+# would otherwise land on the stderr of every director command (whose errors are one line).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    import asyncssh
 
 from gridpilot.logs import get_logger
 from sitedirectors.remote import DEFAULT_COMMAND_TIMEOUT, CommandError, CommandResult, tail_text
