@@ -46,13 +46,14 @@ from gridpilot.cli import main as umbrella
 from sitedirectors import start_script
 from sitedirectors.bundle import PilotBundle
 from sitedirectors.start_script import EXIT_BAD_BUNDLE
-from tests.support.backends import require_backend
 from tests.support.bundle import (
     IMPORT_CHECK,
+    NODE_PYTHON,
     START_TIMEOUT,
     TEST_BUILD_EPOCH,
     lying_bundle,
     manifest_of,
+    require_node_python,
     run_start_script,
     running_python,
     small_bundle,
@@ -60,7 +61,6 @@ from tests.support.bundle import (
     tarball_of_tree,
 )
 
-SYSTEM_PYTHON = Path("/usr/bin/python3")
 REPO = Path(__file__).resolve().parents[2]
 TAG = python_tag(running_python())
 RUN_TIMEOUT = 60.0
@@ -98,21 +98,6 @@ def unpacked(pilot_bundle: PilotBundle, tmp_path_factory: pytest.TempPathFactory
     check = _run(["sha256sum", "--quiet", "--strict", "-c", "MANIFEST.sha256"], cwd=root)
     assert check.returncode == 0, check.stdout + check.stderr
     return root
-
-
-def _system_python_fits() -> bool:
-    if not SYSTEM_PYTHON.is_file():
-        return False
-    probe = _run([str(SYSTEM_PYTHON), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-    return probe.stdout.strip() == running_python()
-
-
-def _require_system_python() -> None:
-    require_backend(
-        _system_python_fits(),
-        f"Debian's {SYSTEM_PYTHON} (Python {running_python()}, as the session bundle)",
-        "apt-get install -y python3",
-    )
 
 
 # --- layout and manifest ------------------------------------------------------------------
@@ -204,7 +189,7 @@ def test_unpacked_launcher_is_the_one_built(unpacked: Path) -> None:
 
 
 def test_launcher_runs_the_pilot_with_debian_python(unpacked: Path, tmp_path: Path) -> None:
-    _require_system_python()
+    require_node_python()
     launcher = str(unpacked / "bin" / "gridpilot-pilot")
     # A sitecustomize after the bundle on PYTHONPATH records the path the pilot ran with.
     hook = tmp_path / "hook"
@@ -216,7 +201,7 @@ def test_launcher_runs_the_pilot_with_debian_python(unpacked: Path, tmp_path: Pa
     )
     recorded = tmp_path / "sys_path.json"
     env = _env(
-        GRIDPILOT_PYTHON=str(SYSTEM_PYTHON), PYTHONPATH=str(hook), GP_TEST_SYS_PATH=str(recorded)
+        GRIDPILOT_PYTHON=str(NODE_PYTHON), PYTHONPATH=str(hook), GP_TEST_SYS_PATH=str(recorded)
     )
     # From the source checkout: the launcher must still run the bundle's pilot, not this one.
     result = _run([launcher, "--help"], env=env, cwd=REPO)
@@ -236,11 +221,11 @@ def test_launcher_runs_the_pilot_with_debian_python(unpacked: Path, tmp_path: Pa
 
 
 def test_bundle_alone_provides_every_import(unpacked: Path, tmp_path: Path) -> None:
-    _require_system_python()
+    require_node_python()
     # The PYTHONPATH the launcher sets; the wrapper inherits it from the pilot.
     env = _env(PYTHONPATH=f"{unpacked}/app:{unpacked}/lib/{TAG}", PYTHONNOUSERSITE="1")
     # Run elsewhere than in the source checkout, which `-c` would put first on sys.path.
-    result = _run([str(SYSTEM_PYTHON), "-s", "-c", IMPORT_CHECK], env=env, cwd=tmp_path)
+    result = _run([str(NODE_PYTHON), "-s", "-c", IMPORT_CHECK], env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for name, file in json.loads(result.stdout).items():
         assert Path(file).is_relative_to(unpacked), f"{name} came from {file}"

@@ -27,6 +27,7 @@ from sitedirectors.director import JOURNAL_FILE, Director
 from sitedirectors.journal import Journal
 from sitedirectors.registry import BackendRegistry, default_registry
 from tests.sitedirectors.helpers import RELEASE, USER, config_dict, job_statuses, list_pilots
+from tests.support.bundle import NODE_PYTHON, require_node_python
 from tests.support.central_process import FAILOVER_SE, LOCAL_SE, SITE, CentralHandle
 from tests.support.central_process import running_central as central_process
 from tests.support.slurm import SlurmCluster
@@ -37,8 +38,6 @@ pytest_plugins = ["tests.sitedirectors.ssh_fixtures"]
 
 PS = common_pb2.PilotState
 JS = common_pb2.JobStatus
-# Debian's interpreter: readable by the pilot account, without gridpilot's dependencies.
-NODE_PYTHON = "/usr/bin/python3"
 PILOT_EXTRA_ARGS = ["--min-disk-mb", "1", "--kill-grace", "3"]
 
 
@@ -127,7 +126,7 @@ def director_config(
             "software_setup": software_setup,
             "idle_timeout": 3.0,
             "extra_args": PILOT_EXTRA_ARGS,
-            "environment": {"GRIDPILOT_PYTHON": NODE_PYTHON},
+            "environment": {"GRIDPILOT_PYTHON": str(NODE_PYTHON)},
         },
     )
     cfg["director"]["pilot_bundle"] = str(bundle.path)
@@ -224,6 +223,7 @@ def grid(  # noqa: PLR0917 -- fixtures are positional by nature
     pilot_bundle: PilotBundle,
     registry: BackendRegistry,
 ) -> Iterator[SshGrid]:
+    require_node_python()
     yield SshGrid(
         tmp_path,
         central,

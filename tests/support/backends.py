@@ -14,7 +14,7 @@ import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -38,6 +38,19 @@ def require_backend(available: bool, what: str, install_hint: str) -> None:
     if in_ci():
         pytest.fail(f"CI must provide it: {message}", pytrace=False)
     pytest.skip(message)
+
+
+def require_debian_backend(
+    what: str, packages: Sequence[str], programs: Sequence[str], available: Callable[[], bool]
+) -> None:
+    """`require_backend` for a backend from Debian's packages: installs them first when
+    `available()` says no (see `ensure_debian_packages`)."""
+    hint = f"apt-get install -y {' '.join(packages)}"
+    if not available():
+        problem = ensure_debian_packages(packages, programs)
+        if problem:
+            hint = f"{hint}; {problem}"
+    require_backend(available(), what, hint)
 
 
 def _missing(programs: Sequence[str]) -> list[str]:

@@ -16,6 +16,7 @@ from gridpilot.bundle import LAUNCHER_SCRIPT, BuildOptions, BuiltBundle, build_b
 from gridpilot.bundle.archive import write_tar_gz
 from sitedirectors.bundle import PilotBundle
 from sitedirectors.start_script import BundleOnNode, StartScript, render_start_script
+from tests.support.backends import require_debian_backend
 
 # Fixed build time: the session bundle and a rebuild from the same inputs must be identical.
 TEST_BUILD_EPOCH = 1_700_000_000
@@ -43,8 +44,36 @@ print(json.dumps({name: sys.modules[name].__file__ for name in names}))
 """
 
 
+# Debian's own interpreter, as on a worker node: none of gridpilot's dependencies, so whatever
+# a pilot run by it imports must come from the bundle.
+NODE_PYTHON = Path("/usr/bin/python3")
+
+
 def running_python() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _node_python_fits() -> bool:
+    if not NODE_PYTHON.is_file():
+        return False
+    probe = subprocess.run(
+        [str(NODE_PYTHON), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return probe.stdout.strip() == running_python()
+
+
+def require_node_python() -> None:
+    """Debian's python3 of the session bundle's Python version (installed when missing)."""
+    require_debian_backend(
+        f"Debian's {NODE_PYTHON} (Python {running_python()}, as the session bundle)",
+        ["python3"],
+        [str(NODE_PYTHON)],
+        _node_python_fits,
+    )
 
 
 def build_test_bundle(out_dir: Path) -> BuiltBundle:

@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from tests.support.backends import require_backend
+from tests.support.backends import require_debian_backend
 
 USER = "gpilot"
 SSHD = "/usr/sbin/sshd"
@@ -75,10 +75,11 @@ def sshd_available() -> bool:
 
 
 def require_sshd() -> None:
-    require_backend(
-        sshd_available(),
+    require_debian_backend(
         "OpenSSH server (run as root)",
-        "apt-get install -y openssh-server openssh-client",
+        ["openssh-server", "openssh-client"],
+        _TOOLS,
+        sshd_available,
     )
 
 
