@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -20,8 +21,11 @@ from gridpilot.security.tls import ClientTls
 from gridpilot.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, sitedirectors_pb2
 from gridpilot.v1 import sitedirectors_pb2_grpc as sd_grpc
 from sitedirectors.config import DirectorConfig, config_from_dict
+from sitedirectors.director import Director
 from tests.support.central_process import CE, QUEUE, SITE, CentralHandle
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+JS = common_pb2.JobStatus
 USER = "alice"
 DIRECTOR = "test-director"
 RELEASE = "release-08-00-00"
@@ -37,6 +41,21 @@ def wait_until(probe: Callable[[], T], *, timeout: float, what: str) -> T:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
     return value
+
+
+def run_until(
+    director: Director, probe: Callable[[], object], *, timeout: float, what: str
+) -> None:
+    """Run director cycles until `probe` says yes; fail after `timeout` seconds, with the last
+    cycle's report."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = director.run_cycle()
+        if probe():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}: {report}")
+        time.sleep(0.3)
 
 
 def sleeper_command(seconds: float = 60.0) -> list[str]:
@@ -134,13 +153,20 @@ def kill_pilots(pilots_dir: Path) -> None:
 
 
 def submit_payload_jobs(
-    central: CentralHandle, tmp_path: Path, count: int
+    central: CentralHandle,
+    directory: Path,
+    count: int,
+    *,
+    basf2_options: str = "-n 10",
+    project: str = "sd-e2e",
 ) -> tuple[list[int], str]:
-    """Jobs a real pilot and wrapper can run (stand-in basf2 release, uploaded sandbox).
-    Returns the job ids and the software-setup template for the pilots."""
-    releases = tmp_path / "releases"
-    create_release(releases, RELEASE)
-    steering = tmp_path / "steer.py"
+    """Jobs a real pilot and wrapper can run: the stand-in basf2 release under
+    `directory`/releases (made unless there) and an uploaded input sandbox. Returns the job
+    ids and the software-setup template for the pilots."""
+    releases = directory / "releases"
+    if not releases.exists():
+        create_release(releases, RELEASE)
+    steering = directory / "steer.py"
     steering.write_text("# a steering file\n")
     assert central.ca_path is not None
     settings = ClientSettings(
@@ -152,12 +178,54 @@ def submit_payload_jobs(
     with CentralClient(settings) as client:
         sandbox = upload_input_sandbox(client, build_input_sandbox(steering, []))
         spec = common_pb2.JobSpec(
-            project="sd-e2e",
+            project=project,
             release=RELEASE,
             steering_file="steer.py",
             input_sandbox=sandbox,
-            basf2_options="-n 10",
+            basf2_options=basf2_options,
             cpu_time=600,
         )
         reply = client.call(client.jobs.SubmitJobs, jobs_pb2.SubmitJobsRequest(jobs=[spec] * count))
     return list(reply.job_ids), setup_template(releases)
+
+
+def job_table(central: CentralHandle) -> str:
+    """Every job's status and minor status, to say why a job did not end as expected."""
+    with central.sync_channel(central.user_token(USER)) as channel:
+        reply = jobs_pb2_grpc.JobServiceStub(channel).ListJobs(
+            jobs_pb2.ListJobsRequest(), timeout=10
+        )
+    return "\n".join(
+        f"job {j.job_id}: {JS.Name(j.status)} {j.minor_status!r} {j.application_status!r}"
+        for j in reply.jobs
+    )
+
+
+def job_history(central: CentralHandle, job_id: int) -> list[int]:
+    with central.sync_channel(central.user_token(USER)) as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        reply = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=10)
+    return [h.status for h in reply.history]
+
+
+def pilot_record(central: CentralHandle, pilot_id: str) -> sitedirectors_pb2.PilotRecord:
+    return next(p for p in list_pilots(central) if p.pilot_id == pilot_id)
+
+
+def admin_queues(central: CentralHandle, tmp_path: Path) -> list[dict[str, Any]]:
+    """`gridpilot admin queues --json` as an operator runs it (its own process)."""
+    token_file = tmp_path / "admin.token"
+    write_token_file(token_file, central.admin_token())
+    env = {
+        **os.environ,
+        "GRIDPILOT_CA": str(central.ca_path),
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    argv = [sys.executable, "-m", "gridpilot", "admin", "queues", "--json",
+            "--central", central.target, "--token-file", str(token_file)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    queues: list[dict[str, Any]] = json.loads(done.stdout)
+    return queues

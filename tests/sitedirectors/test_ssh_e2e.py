@@ -9,27 +9,41 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gridpilot.cli.sandbox import build_input_sandbox, upload_input_sandbox
-from gridpilot.client import CentralClient, ClientSettings
 from gridpilot.demo.release import create_release, setup_template
-from gridpilot.security.tls import ClientTls
-from gridpilot.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, sitedirectors_pb2
+from gridpilot.v1 import common_pb2, sitedirectors_pb2
 from sitedirectors.bundle import PilotBundle
 from sitedirectors.config import config_from_dict
 from sitedirectors.director import JOURNAL_FILE, Director
 from sitedirectors.journal import Journal
 from sitedirectors.registry import BackendRegistry, default_registry
-from tests.sitedirectors.helpers import RELEASE, USER, config_dict, job_statuses, list_pilots
+from tests.sitedirectors.helpers import (
+    RELEASE,
+    admin_queues,
+    config_dict,
+    job_history,
+    job_statuses,
+    job_table,
+    list_pilots,
+    pilot_record,
+    run_until,
+    submit_payload_jobs,
+    wait_until,
+)
 from tests.support.bundle import NODE_PYTHON, require_node_python
-from tests.support.central_process import FAILOVER_SE, LOCAL_SE, SITE, CentralHandle
+from tests.support.central_process import FAILOVER_SE, LOCAL_SE, QUEUE, SITE, CentralHandle
 from tests.support.central_process import running_central as central_process
+from tests.support.processes import (
+    kill_pids,
+    processes_under,
+    standin_processes,
+)
 from tests.support.slurm import SlurmCluster
 from tests.support.sshd import SshServer, kill_user_processes
 
@@ -38,6 +52,7 @@ pytest_plugins = ["tests.sitedirectors.ssh_fixtures"]
 
 PS = common_pb2.PilotState
 JS = common_pb2.JobStatus
+QUICK_JOBS = "-n 10 --standin-seconds 0.5"
 PILOT_EXTRA_ARGS = ["--min-disk-mb", "1", "--kill-grace", "3"]
 
 
@@ -84,64 +99,32 @@ def node_release(shared_dir: Path) -> str:
     return setup_template(shared_dir / "releases")
 
 
-def submit_jobs(central: CentralHandle, shared_dir: Path, count: int, seconds: float) -> list[int]:
-    steering = shared_dir / "steer.py"
-    steering.write_text("# a steering file\n")
-    assert central.ca_path is not None
-    settings = ClientSettings(
-        central=central.target,
-        token=central.user_token(USER),
-        tls=ClientTls(ca=central.ca_path),
-        user=USER,
-    )
-    with CentralClient(settings) as client:
-        sandbox = upload_input_sandbox(client, build_input_sandbox(steering, []))
-        spec = common_pb2.JobSpec(
-            project="ssh-e2e",
-            release=RELEASE,
-            steering_file="steer.py",
-            input_sandbox=sandbox,
-            basf2_options=f"-n 10 --standin-seconds {seconds:g}",
-            cpu_time=600,
-        )
-        reply = client.call(client.jobs.SubmitJobs, jobs_pb2.SubmitJobsRequest(jobs=[spec] * count))
-    return list(reply.job_ids)
-
-
 def director_config(
     tmp_path: Path,
     central: CentralHandle,
     bundle: PilotBundle,
     backend_options: dict[str, Any],
     software_setup: str,
+    **queue: Any,
 ) -> dict[str, Any]:
+    pilot = {
+        "command": [],  # the bundle's launcher
+        "software_setup": software_setup,
+        "idle_timeout": 3.0,
+        "extra_args": PILOT_EXTRA_ARGS,
+        "environment": {"GRIDPILOT_PYTHON": str(NODE_PYTHON)},
+        **queue.pop("pilot", {}),
+    }
     cfg = config_dict(
         tmp_path,
         central,
         backend="ssh",
         backend_options=backend_options,
-        max_waiting=3,
-        pilot={
-            "command": [],  # the bundle's launcher
-            "software_setup": software_setup,
-            "idle_timeout": 3.0,
-            "extra_args": PILOT_EXTRA_ARGS,
-            "environment": {"GRIDPILOT_PYTHON": str(NODE_PYTHON)},
-        },
+        **{"max_waiting": 3, **queue},
+        pilot=pilot,
     )
     cfg["director"]["pilot_bundle"] = str(bundle.path)
     return cfg
-
-
-def run_until(director: Director, probe: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        report = director.run_cycle()
-        if probe():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}: {report}")
-        time.sleep(0.3)
 
 
 def jobs_in(central: CentralHandle, status: int, count: int = 0) -> bool:
@@ -159,17 +142,6 @@ def pilots_done_with_logs(central: CentralHandle) -> bool:
     pilots = list_pilots(central)
     return bool(pilots) and all(
         p.state == PS.PILOT_STATE_DONE and "pilot.registered" in p.log_tail for p in pilots
-    )
-
-
-def job_table(central: CentralHandle) -> str:
-    with central.sync_channel(central.user_token(USER)) as channel:
-        reply = jobs_pb2_grpc.JobServiceStub(channel).ListJobs(
-            jobs_pb2.ListJobsRequest(), timeout=10
-        )
-    return "\n".join(
-        f"job {j.job_id}: {JS.Name(j.status)} {j.minor_status!r} {j.application_status!r}"
-        for j in reply.jobs
     )
 
 
@@ -196,12 +168,13 @@ class SshGrid:
     registry: BackendRegistry
     software_setup: str
 
-    def director(self, **backend_options: Any) -> Director:
+    def director(self, queue: dict[str, Any] | None = None, **backend_options: Any) -> Director:
+        """A director whose one queue (`queue`: its settings to change) reaches the server."""
         options = self.server.backend_options(
             work_dir=str(self.remote_work_dir), kill_grace=1.0, **backend_options
         )
         cfg = director_config(
-            self.tmp_path, self.central, self.bundle, options, self.software_setup
+            self.tmp_path, self.central, self.bundle, options, self.software_setup, **(queue or {})
         )
         return Director(config_from_dict(cfg), registry=self.registry)
 
@@ -239,7 +212,7 @@ def grid(  # noqa: PLR0917 -- fixtures are positional by nature
 
 
 def test_pilots_from_the_bundle_run_jobs_to_done(grid: SshGrid) -> None:
-    submit_jobs(grid.central, grid.shared_dir, 3, seconds=0.5)
+    submit_payload_jobs(grid.central, grid.shared_dir, 3, basf2_options=QUICK_JOBS)
     director = grid.director()
     try:
         run_until(
@@ -270,7 +243,7 @@ def test_pilots_from_the_bundle_run_jobs_to_done(grid: SshGrid) -> None:
 
 
 def test_restarted_director_picks_up_its_pilots(grid: SshGrid) -> None:
-    submit_jobs(grid.central, grid.shared_dir, 2, seconds=6)
+    submit_payload_jobs(grid.central, grid.shared_dir, 2, basf2_options="-n 10 --standin-seconds 6")
     first = grid.director()
     try:
         run_until(
@@ -312,7 +285,7 @@ def test_restarted_director_picks_up_its_pilots(grid: SshGrid) -> None:
 def test_ssh_slurm_mode_runs_jobs_through_sbatch_over_ssh(
     grid: SshGrid, slurm_cluster: SlurmCluster
 ) -> None:
-    submit_jobs(grid.central, grid.shared_dir, 2, seconds=0.5)
+    submit_payload_jobs(grid.central, grid.shared_dir, 2, basf2_options=QUICK_JOBS)
     director = grid.director(
         mode="slurm",
         partition=slurm_cluster.partition,
@@ -352,3 +325,115 @@ def test_ssh_slurm_mode_runs_jobs_through_sbatch_over_ssh(
         # Staged over SFTP and run by sbatch as the pilot account.
         start = grid.remote_work_dir / "pilots" / p.pilot_id / "start.sh"
         assert start.stat().st_uid == grid.server.home.stat().st_uid
+
+
+def wrong_known_hosts(server: SshServer, path: Path) -> Path:
+    """A known_hosts naming the server with another host key (as after a man in the middle)."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path.with_suffix(".key"))],
+        check=True,
+        capture_output=True,
+    )
+    key_type, key = path.with_suffix(".key.pub").read_text().split()[:2]
+    path.write_text(f"[{server.host}]:{server.port} {key_type} {key}\n")
+    return path
+
+
+def test_wrong_host_key_fails_the_queue_visibly(grid: SshGrid) -> None:
+    job_ids, _ = submit_payload_jobs(grid.central, grid.shared_dir, 1, basf2_options=QUICK_JOBS)
+    known_hosts = wrong_known_hosts(grid.server, grid.tmp_path / "known_hosts")
+    director = grid.director(known_hosts=str(known_hosts))
+    skip_cycles = director.config.director.failing_queue_skip_cycles
+    try:
+        first = director.run_cycle()
+        [queue] = [q for q in admin_queues(grid.central, grid.tmp_path) if q["queue"] == QUEUE]
+        paused = [director.run_cycle() for _ in range(skip_cycles)]
+        again = director.run_cycle()
+    finally:
+        director.close()
+    assert "does not match known_hosts" in first.failing[QUEUE]
+    assert queue["backend"] == "ssh"
+    assert queue["state"] == "failing"
+    assert "does not match known_hosts" in queue["error"]
+    assert queue["skip_cycles_left"] == skip_cycles
+    # It sits out the next cycles, then tries again (and is refused again).
+    assert all(QUEUE in r.skipped and not r.submitted for r in paused)
+    assert QUEUE in again.failing
+    pilots = list_pilots(grid.central)
+    assert pilots
+    assert {p.state for p in pilots} == {PS.PILOT_STATE_ABORTED}
+    assert all("does not match known_hosts" in p.status_reason for p in pilots)
+    assert job_statuses(grid.central) == [JS.JOB_STATUS_WAITING] * len(job_ids)
+    # Nothing reached the host.
+    assert not grid.remote_work_dir.exists()
+
+
+def test_pilot_killed_on_the_host_stalls_its_job(grid: SshGrid) -> None:
+    """SIGKILL to every process of a pilot that runs a job (the OOM killer, a reboot): nobody
+    reports, so the job goes Stalled, then Rescheduled, and another pilot runs it to Done."""
+    [job_id], _ = submit_payload_jobs(
+        grid.central, grid.shared_dir, 1, basf2_options="-n 100 --standin-seconds 30"
+    )
+    director = grid.director({"max_waiting": 1, "max_total": 1})
+    try:
+        run_until(
+            director,
+            lambda: jobs_in(grid.central, JS.JOB_STATUS_RUNNING, 1),
+            timeout=90,
+            what="the job running",
+        )
+        [pilot] = list_pilots(grid.central)
+        pilot_dir = grid.remote_work_dir / "pilots" / pilot.pilot_id
+        wait_until(lambda: standin_processes(pilot_dir), timeout=30, what="the payload to start")
+        processes = processes_under(pilot_dir)
+        assert len(processes) >= 4  # launcher, pilot, wrapper, payload
+        kill_pids(p.pid for p in processes)
+        run_until(
+            director,
+            lambda: JS.JOB_STATUS_RESCHEDULED in job_history(grid.central, job_id),
+            timeout=60,
+            what="the job to be rescheduled",
+        )
+        run_until(
+            director,
+            lambda: pilot_record(grid.central, pilot.pilot_id).state == PS.PILOT_STATE_ABORTED,
+            timeout=30,
+            what="the killed pilot's record to end",
+        )
+        killed = pilot_record(grid.central, pilot.pilot_id)
+    finally:
+        director.close()
+    history = job_history(grid.central, job_id)
+    stalled = history.index(JS.JOB_STATUS_STALLED)
+    assert history[stalled : stalled + 2] == [JS.JOB_STATUS_STALLED, JS.JOB_STATUS_RESCHEDULED]
+    assert killed.status_reason == "process vanished without an exit code"
+    assert "job.started" in killed.log_tail
+
+
+SLEEPER = "import time; time.sleep(120)"
+
+
+def test_pilots_that_do_not_register_cause_no_flood(grid: SshGrid) -> None:
+    """3 waiting jobs, max_per_cycle 50: pilots that run but never register keep counting as
+    waiting, so there are never more than 3, in central as on the host."""
+    submit_payload_jobs(grid.central, grid.shared_dir, 3, basf2_options=QUICK_JOBS)
+    sleeper = [str(NODE_PYTHON), "-c", SLEEPER]
+    director = grid.director(
+        {"max_waiting": 50, "max_per_cycle": 50, "pilot": {"command": sleeper}}
+    )
+    try:
+        counts = []
+        for _ in range(8):
+            report = director.run_cycle()
+            assert report.ok, report
+            running = [
+                p
+                for p in processes_under(grid.remote_work_dir)
+                if "time.sleep" in " ".join(p.cmdline())
+            ]
+            counts.append((len(list_pilots(grid.central)), len(running)))
+            time.sleep(0.5)
+    finally:
+        director.close()
+    assert set(counts) == {(3, 3)}, counts
+    assert {p.state for p in list_pilots(grid.central)} == {PS.PILOT_STATE_WAITING}

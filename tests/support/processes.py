@@ -41,9 +41,14 @@ def processes_under(root: Path) -> list[psutil.Process]:
     return found
 
 
+def processes_running(root: Path, marker: str) -> list[psutil.Process]:
+    """The processes under `root` whose command line contains `marker`."""
+    return [p for p in processes_under(root) if marker in " ".join(_cmdline(p))]
+
+
 def standin_processes(root: Path) -> list[psutil.Process]:
     """Stand-in basf2 payloads running in a job directory under `root`."""
-    return [p for p in processes_under(root) if STANDIN_MODULE in " ".join(_cmdline(p))]
+    return processes_running(root, STANDIN_MODULE)
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:
