@@ -1,4 +1,5 @@
-"""`python -m sitedirectors --config FILE [--once]`: run a site director.
+"""`gridpilot sitedirector --config FILE [--once]` (also `python -m sitedirectors`): run a site
+director.
 
 Exit codes: 0 normal end (SIGTERM/SIGINT, or a successful --once cycle), 1 a --once cycle that
 could not reach central or had a failing queue, 2 a configuration error (one line on stderr).
@@ -27,7 +28,7 @@ EXIT_CONFIG = 2
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sitedirectors",
+        prog="gridpilot sitedirector",
         description="Submit pilots to computing elements according to central's demand.",
     )
     parser.add_argument("--config", required=True, type=Path, help="director TOML file")

@@ -87,16 +87,14 @@ from sitedirectors.slurm_parse import (
     to_status,
 )
 from sitedirectors.slurm_script import (
-    LOG_FILE,
     ArrayTask,
     SlurmOptions,
     convert_options,
     render_array_script,
     render_single_script,
     sbatch_argv,
-    stage_bundle,
-    write_pilot_files,
 )
+from sitedirectors.staging import LOG_FILE, remove_quietly, stage_bundle, write_pilot_files
 from sitedirectors.start_script import BundleOnNode
 
 __all__ = [
@@ -310,10 +308,7 @@ class SlurmBackend(Backend):
 
     def _remove_dirs(self, dirs: Iterable[str]) -> None:
         for path in dirs:
-            try:
-                self.files.remove_tree(path)
-            except (OSError, CommandError) as exc:
-                log.warning("pilot.dir_not_removed", path=path, error=str(exc))
+            remove_quietly(self.files, path)
 
     # ---- status ----
 

@@ -1,11 +1,9 @@
-"""What the `slurm` backend puts on the submit host: its options, the sbatch command, the
-pilot's files and the batch script.
+"""What the `slurm` backend hands SLURM: its options, the sbatch command and the batch script.
 
-Each pilot directory gets the registration token (0600), a copy of the CA and the start
-script (sitedirectors/start_script.py: bundle check, unpack, environment, `exec` of the
-pilot); the bundle is staged once per checksum. The batch script, given to `sbatch` on its
-standard input, only finds the pilot's start script and runs it: SLURM keeps a copy of it, so
-nothing secret may be in it.
+The pilot's own files (token, CA, start script) and the bundle are staged by
+sitedirectors/staging.py. The batch script, given to `sbatch` on its standard input, only
+finds the pilot's start script and runs it: SLURM keeps a copy of it, so nothing secret may
+be in it.
 
 A single pilot's batch script runs its start script directly; SLURM writes the job's output
 (with its own messages, such as "CANCELLED AT ...") to the pilot's log through `--output`. A
@@ -18,26 +16,17 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 import msgspec
 
-from gridpilot.logs import get_logger
-from sitedirectors.base import BackendConfigError, PilotLaunch, PilotQueue
-from sitedirectors.bundle import PilotBundle
-from sitedirectors.remote import RemoteFiles
-from sitedirectors.start_script import BundleOnNode, StartScript, render_start_script
-
-log = get_logger(__name__)
+from sitedirectors.base import BackendConfigError, PilotQueue
+from sitedirectors.staging import LOG_FILE, START_SCRIPT
 
 # sysexits' EX_CONFIG, as the start script uses for a bad bundle.
 EXIT_NO_PILOT = 78
-START_SCRIPT = "start.sh"
-LOG_FILE = "pilot.log"
-TOKEN_FILE = "registration.token"
-CA_FILE = "ca.pem"
 # The job may start with an empty PATH (no login environment on the node).
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -156,42 +145,3 @@ def sbatch_argv(
         # Each task redirects its output into its own pilot directory (the script does).
         argv += [f"--array=0-{len(pilot_dirs) - 1}", f"--chdir={work_dir}", "--output=/dev/null"]
     return [*argv, *options.extra_sbatch_args]
-
-
-# ---- the files on the submit host --------------------------------------------------------------
-
-
-def stage_bundle(
-    files: RemoteFiles, bundle: PilotBundle, bundle_dir: str, cache_dir: str
-) -> BundleOnNode:
-    """Copy the bundle to `bundle_dir` unless it is there already: its name holds its
-    checksum, and a copy of another size is a partial one. Raises OSError/CommandError."""
-    staged = f"{bundle_dir}/{bundle.file_name}"
-    if files.size(staged) != bundle.path.stat().st_size:
-        files.make_dirs(bundle_dir, 0o755)
-        files.put_file(bundle.path, staged, 0o644)
-        log.info("bundle.staged", path=staged, sha256=bundle.sha256)
-    return BundleOnNode(staged, bundle.sha256, cache_dir)
-
-
-def write_pilot_files(
-    files: RemoteFiles, launch: PilotLaunch, pilot_dir: str, bundle: BundleOnNode | None
-) -> None:
-    """The pilot's token (0600), CA copy and start script in its (existing) directory.
-    Raises ValueError when there is nothing to run, OSError/CommandError when writing fails."""
-    spec = StartScript(
-        pilot_id=launch.pilot_id,
-        work_dir=f"{pilot_dir}/work",
-        command=launch.command,
-        arguments=launch.arguments,
-        environment=launch.environment,
-        bundle=None if launch.command else bundle,
-    )
-    if launch.registration_token:
-        token_file = f"{pilot_dir}/{TOKEN_FILE}"
-        files.write_file(token_file, launch.registration_token.encode() + b"\n", 0o600)
-        spec = replace(spec, token_file=token_file)
-    if launch.ca is not None:
-        files.put_file(launch.ca, f"{pilot_dir}/{CA_FILE}", 0o644)
-        spec = replace(spec, ca_file=f"{pilot_dir}/{CA_FILE}")
-    files.write_file(f"{pilot_dir}/{START_SCRIPT}", render_start_script(spec).encode(), 0o700)

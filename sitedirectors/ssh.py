@@ -75,7 +75,8 @@ from sitedirectors.ssh_scripts import (
 )
 from sitedirectors.ssh_session import SftpFiles, SshRunner, SshSession
 from sitedirectors.ssh_slurm import SshSlurmBackend
-from sitedirectors.start_script import BundleOnNode, StartScript, render_start_script
+from sitedirectors.staging import LOG_FILE, remove_quietly, stage_bundle, write_pilot_files
+from sitedirectors.start_script import BundleOnNode
 
 __all__ = [
     "NATIVE_STATES",
@@ -103,10 +104,6 @@ NATIVE_STATES: dict[str, PilotState] = {
     "unknown": PilotState.UNKNOWN,
 }
 
-LOG_FILE = "pilot.log"
-START_SCRIPT = "start.sh"
-REGISTRATION_TOKEN_FILE = "registration.token"
-CA_FILE = "ca.pem"
 PILOTS_SUBDIR = "pilots"
 BUNDLES_SUBDIR = "bundles"
 BUNDLE_CACHE_SUBDIR = "bundle-cache"
@@ -204,16 +201,14 @@ class SshBackend(Backend):
     def pilot_dir(self, pilot_id: str) -> str:
         return posixpath.join(self.pilots_dir, pilot_id)
 
-    def bundle_path(self, bundle: PilotBundle) -> str:
-        return posixpath.join(self.work_dir, BUNDLES_SUBDIR, bundle.file_name)
-
     # -- submit --
 
     def submit(self, request: SubmitRequest) -> list[SubmitResult]:
         results: list[SubmitResult] = []
         abandon: CommandError | None = None
+        bundle: BundleOnNode | None = None
         try:
-            self._prepare(any(not launch.command for launch in request.pilots))
+            bundle = self._prepare(any(not launch.command for launch in request.pilots))
         except CommandError as exc:
             abandon = exc
         except OSError as exc:
@@ -222,34 +217,30 @@ class SshBackend(Backend):
         for launch in request.pilots:
             if abandon is None:
                 try:
-                    results.append(self._start(launch))
+                    results.append(self._start(launch, bundle))
                     continue
                 except _Abandon as stop:
                     abandon = stop.error
             results.append(_abandoned(launch.pilot_id, abandon))
         return results
 
-    def _prepare(self, needs_bundle: bool) -> None:
+    def _prepare(self, needs_bundle: bool) -> BundleOnNode | None:
         """The remote directories, and the bundle when a pilot runs from it."""
         self.files.make_dirs(self.pilots_dir, 0o700)
-        if needs_bundle and self.bundle is not None:
-            self._upload_bundle(self.bundle)
+        if not needs_bundle or self.bundle is None:
+            return None
+        return stage_bundle(
+            self.files,
+            self.bundle,
+            posixpath.join(self.work_dir, BUNDLES_SUBDIR),
+            posixpath.join(self.work_dir, BUNDLE_CACHE_SUBDIR),
+        )
 
-    def _upload_bundle(self, bundle: PilotBundle) -> None:
-        remote = self.bundle_path(bundle)
-        local_size = bundle.path.stat().st_size
-        # The name holds the checksum: same name and size is the same bundle.
-        if self.files.size(remote) == local_size:
-            return
-        self.files.make_dirs(posixpath.dirname(remote), 0o755)
-        self.files.put_file(bundle.path, remote, 0o644)
-        log.info("bundle.uploaded", host=self.options.host, path=remote, bytes=local_size)
-
-    def _start(self, launch: PilotLaunch) -> SubmitResult:
+    def _start(self, launch: PilotLaunch, bundle: BundleOnNode | None) -> SubmitResult:
         pilot_id = launch.pilot_id
         if not _SAFE_ID.match(pilot_id):
             return SubmitResult.failed(pilot_id, f"unsafe pilot id {pilot_id!r}")
-        if not launch.command and self.bundle is None:
+        if not launch.command and bundle is None:
             return SubmitResult.failed(
                 pilot_id, "no pilot command and no pilot bundle (set director.pilot_bundle)"
             )
@@ -258,12 +249,12 @@ class SshBackend(Backend):
             if self.files.exists(pilot_dir):
                 return SubmitResult.failed(pilot_id, f"pilot directory exists: {pilot_dir}")
             self.files.make_dirs(pilot_dir, 0o700)
-            self._stage(launch, pilot_dir)
+            write_pilot_files(self.files, launch, pilot_dir, bundle)
         except CommandError as exc:
-            self._forget(pilot_dir)
+            remove_quietly(self.files, pilot_dir)
             raise _Abandon(exc) from exc
         except (OSError, ValueError) as exc:
-            self._forget(pilot_dir)
+            remove_quietly(self.files, pilot_dir)
             return SubmitResult.failed(pilot_id, f"cannot stage pilot in {pilot_dir}: {exc}")
         try:
             done = self.runner.run(
@@ -281,47 +272,10 @@ class SshBackend(Backend):
                 raise ValueError(done.describe())
             pid, _start = parse_launch_output(done.stdout)
         except ValueError as exc:
-            self._forget(pilot_dir)
+            remove_quietly(self.files, pilot_dir)
             return SubmitResult.failed(pilot_id, f"cannot start pilot in {pilot_dir}: {exc}")
         log.info("pilot.started", pilot_id=pilot_id, host=self.options.host, pid=pid)
         return SubmitResult.ok(pilot_id, f"{self.options.host}:{pid}:{pilot_id}")
-
-    def _stage(self, launch: PilotLaunch, pilot_dir: str) -> None:
-        """The pilot's private files: its token (0600, never in argv), the CA, start.sh."""
-        token_file = ca_file = ""
-        if launch.registration_token:
-            token_file = posixpath.join(pilot_dir, REGISTRATION_TOKEN_FILE)
-            self.files.write_file(token_file, launch.registration_token.encode() + b"\n", 0o600)
-        if launch.ca is not None:
-            ca_file = posixpath.join(pilot_dir, CA_FILE)
-            self.files.write_file(ca_file, launch.ca.read_bytes(), 0o644)
-        bundle = None
-        if not launch.command and self.bundle is not None:
-            bundle = BundleOnNode(
-                path=self.bundle_path(self.bundle),
-                sha256=self.bundle.sha256,
-                cache_dir=posixpath.join(self.work_dir, BUNDLE_CACHE_SUBDIR),
-            )
-        script = render_start_script(
-            StartScript(
-                pilot_id=launch.pilot_id,
-                work_dir=posixpath.join(pilot_dir, "work"),
-                command=launch.command,
-                arguments=launch.arguments,
-                environment=launch.environment,
-                token_file=token_file,
-                ca_file=ca_file,
-                bundle=bundle,
-            )
-        )
-        self.files.write_file(posixpath.join(pilot_dir, START_SCRIPT), script.encode(), 0o700)
-
-    def _forget(self, pilot_dir: str) -> None:
-        """Leave nothing behind of a pilot that never started (best effort)."""
-        try:
-            self.files.remove_tree(pilot_dir)
-        except (CommandError, OSError) as exc:
-            log.warning("pilot.dir_not_removed", path=pilot_dir, error=str(exc))
 
     # -- status --
 

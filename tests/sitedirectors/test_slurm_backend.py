@@ -3,12 +3,9 @@ batch system has (job arrays, sbatch refusals, jobs SLURM forgot) and the token'
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import re
 import sys
-import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,6 +40,7 @@ from tests.sitedirectors.conformance import (
     is_final,
     wait_status,
 )
+from tests.support.bundle import echo_bundle
 from tests.support.processes import kill_everything_under
 from tests.support.slurm import (
     SlurmCluster,
@@ -341,27 +339,10 @@ def test_cleanup_removes_pilot_files(backend: SlurmBackend, work_dir: Path) -> N
 # ---- the pilot bundle --------------------------------------------------------------------------
 
 
-def tiny_bundle(directory: Path) -> PilotBundle:
-    """A bundle with the real layout whose launcher only says what it was given."""
-    launcher = b'#!/bin/sh\necho "bundle launcher in $GRIDPILOT_BUNDLE: $*"\n'
-    manifest = f"{hashlib.sha256(launcher).hexdigest()}  bin/gridpilot-pilot\n".encode()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "tiny-bundle.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data, mode in (
-            ("MANIFEST.sha256", manifest, 0o644),
-            ("bin/gridpilot-pilot", launcher, 0o755),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    return PilotBundle.load(path)
-
-
 def test_bundle_is_staged_once_and_runs_the_pilot(
     slurm_cluster: SlurmCluster, work_dir: Path, tmp_path: Path, cleanup_jobs: None
 ) -> None:
-    bundle = tiny_bundle(tmp_path / "bundle")
+    bundle = echo_bundle(tmp_path / "bundle")
     backend = make_backend(slurm_cluster, work_dir, bundle=bundle)
     launches = [PilotLaunch(uuid.uuid4().hex, arguments=("--site", "X")) for _ in range(2)]
     refs = submit(backend, *launches)
@@ -371,7 +352,7 @@ def test_bundle_is_staged_once_and_runs_the_pilot(
     for ref, launch in zip(refs, launches, strict=True):
         assert wait_status(backend, ref, is_final).state is PilotState.DONE
         output = backend.fetch_output(ref)
-        assert f"bundle launcher in {work_dir}/bundle-cache/{bundle.sha256}" in output
+        assert f"launcher from {work_dir}/bundle-cache/{bundle.sha256}" in output
         assert f"--site X --work-dir {backend.pilot_dir(launch.pilot_id)}/work" in output
     [again] = submit(backend, PilotLaunch(uuid.uuid4().hex))
     assert staged.stat().st_mtime_ns == first_copy  # not copied again

@@ -3,13 +3,10 @@ SSH has -- host keys, key authentication, unreachable hosts, files staged over S
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import signal
 import subprocess
-import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,7 +26,6 @@ from sitedirectors.base import (
     SubmitOutcome,
     SubmitRequest,
 )
-from sitedirectors.bundle import PilotBundle
 from sitedirectors.remote import CommandError, CommandResult, CommandRunner
 from sitedirectors.ssh import (
     SshBackend,
@@ -41,6 +37,7 @@ from sitedirectors.ssh import (
 )
 from sitedirectors.ssh_session import SftpFiles, SshRunner, SshSession, SshTarget
 from tests.sitedirectors.conformance import QUEUE, BackendConformance, is_final, wait_status
+from tests.support.bundle import echo_bundle
 from tests.support.sshd import SshServer, free_port, running_sshd
 
 pytest_plugins = ["tests.sitedirectors.ssh_fixtures"]
@@ -385,26 +382,10 @@ def test_recycled_pid_is_not_mistaken_for_the_pilot(
 # ---- the bundle --------------------------------------------------------------------------------
 
 
-def make_bundle(directory: Path) -> PilotBundle:
-    """A minimal bundle in the real layout: a launcher that reports how it was started."""
-    launcher = b'#!/bin/sh\necho "launcher from $GRIDPILOT_BUNDLE: $*"\n'
-    manifest = f"{hashlib.sha256(launcher).hexdigest()}  bin/gridpilot-pilot\n".encode()
-    path = directory / "bundle.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data, mode in (
-            ("MANIFEST.sha256", manifest, 0o644),
-            ("bin/gridpilot-pilot", launcher, 0o755),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    return PilotBundle.load(path)
-
-
 def test_bundle_uploaded_once_and_verified_on_the_node(
     options: SshOptions, remote_work_dir: Path, tmp_path: Path
 ) -> None:
-    bundle = make_bundle(tmp_path)
+    bundle = echo_bundle(tmp_path)
     backend = SshBackend(options, bundle)
     uploads: list[str] = []
     put_file = backend.files.put_file

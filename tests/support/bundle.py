@@ -5,17 +5,25 @@ running the directors' start script with `sh`."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from gridpilot.bundle import LAUNCHER_SCRIPT, BuildOptions, BuiltBundle, build_bundle, python_tag
 from gridpilot.bundle.archive import write_tar_gz
 from sitedirectors.bundle import PilotBundle
-from sitedirectors.start_script import BundleOnNode, StartScript, render_start_script
+from sitedirectors.start_script import (
+    BUNDLE_LAUNCHER,
+    BUNDLE_MANIFEST,
+    BundleOnNode,
+    StartScript,
+    render_start_script,
+)
 from tests.support.backends import require_debian_backend
 
 # Fixed build time: the session bundle and a rebuild from the same inputs must be identical.
@@ -105,6 +113,24 @@ def small_bundle(root: Path) -> dict[str, bytes]:
         (root / name).write_bytes(data)
     (root / "bin/gridpilot-pilot").chmod(0o755)
     return files
+
+
+def echo_bundle(directory: Path) -> PilotBundle:
+    """A bundle in the real layout whose launcher only says how it was started:
+    "launcher from <unpacked bundle>: <its arguments>"."""
+    launcher = b'#!/bin/sh\necho "launcher from $GRIDPILOT_BUNDLE: $*"\n'
+    manifest = f"{hashlib.sha256(launcher).hexdigest()}  {BUNDLE_LAUNCHER}\n".encode()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "echo-bundle.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data, mode in (
+            (BUNDLE_MANIFEST, manifest, 0o644),
+            (BUNDLE_LAUNCHER, launcher, 0o755),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    return PilotBundle.load(path)
 
 
 def lying_bundle(root: Path, out: Path) -> str:
