@@ -1,15 +1,24 @@
 """The storage plugin interface and the registry of plugins by URL scheme.
 
-An SE is named by a base URL (`file:///data/kek-se`, later `root://host:1094//belle`,
+An SE is named by a base URL (`file:///data/kek-se`, `root://host:1094//belle`,
 `davs://host/belle`); an LFN (`/belle/user/alice/p1/sub00/out_12_1.root`) is appended to it.
 Calls are blocking: the wrapper is a process of its own, and async callers use a thread.
+
+Plugins live in their own modules (wrapper/se/file.py, xrootd.py, webdav.py) and are imported
+when a URL of their scheme is first opened, so a process that never reads `root://` does not
+need the XRootD bindings.
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
-from pathlib import Path
-from typing import ClassVar
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from wrapper.se.credentials import StorageCredentials
 
 
 class StorageError(Exception):
@@ -24,14 +33,42 @@ class SEUnavailableError(StorageError):
     """The SE cannot be reached or refuses the operation (down, read-only, full)."""
 
 
+class SENotSupportedError(StorageError):
+    """The plugin (or the server behind it) does not offer this operation."""
+
+
+@dataclass(frozen=True)
+class SpaceUsage:
+    """An SE's space as the SE itself reports it."""
+
+    total_bytes: int
+    free_bytes: int
+
+    @property
+    def used_bytes(self) -> int:
+        return max(self.total_bytes - self.free_bytes, 0)
+
+    @property
+    def used_fraction(self) -> float:
+        return self.used_bytes / self.total_bytes if self.total_bytes > 0 else 1.0
+
+
 class StoragePlugin(ABC):
     scheme: ClassVar[str]
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, credentials: StorageCredentials | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.credentials = credentials
 
     def url_for(self, lfn: str) -> str:
         return self.base_url + "/" + lfn.lstrip("/")
+
+    def checked_lfn(self, lfn: str) -> str:
+        """The LFN as an absolute path of plain names; StorageError for '..' or nothing."""
+        parts = PurePosixPath("/" + lfn.lstrip("/")).parts[1:]
+        if not parts or any(p in ("..", ".") for p in parts):
+            raise StorageError(f"invalid LFN {lfn!r} for SE {self.base_url}")
+        return "/" + "/".join(parts)
 
     @abstractmethod
     def upload(self, local: Path, lfn: str) -> None:
@@ -55,10 +92,26 @@ class StoragePlugin(ABC):
 
     @abstractmethod
     def list(self, lpn: str) -> list[str]:
-        """LFNs of the files under directory `lpn` (recursive), sorted."""
+        """LFNs of the files under directory `lpn` (recursive), sorted; [] when absent."""
+
+    def space(self) -> SpaceUsage:
+        """Total and free bytes as the SE reports them. Optional: SENotSupportedError when
+        the server does not say."""
+        raise SENotSupportedError(f"SE {self.base_url} does not report its space")
+
+    def close(self) -> None:
+        """Release connections. Does nothing by default."""
+        return None
 
 
 _PLUGINS: dict[str, type[StoragePlugin]] = {}
+# Scheme -> the module whose import registers its plugin.
+_PLUGIN_MODULES = {
+    "file": "wrapper.se.file",
+    "root": "wrapper.se.xrootd",
+    "davs": "wrapper.se.webdav",
+    "https": "wrapper.se.webdav",
+}
 
 
 def register_plugin(plugin: type[StoragePlugin]) -> type[StoragePlugin]:
@@ -70,16 +123,31 @@ def register_plugin(plugin: type[StoragePlugin]) -> type[StoragePlugin]:
     return plugin
 
 
-def open_storage(base_url: str) -> StoragePlugin:
-    """The plugin for the URL's scheme, bound to that SE base URL."""
-    # Importing the plugin modules registers them.
-    from wrapper.se import file as _file  # noqa: F401, PLC0415
+def known_schemes() -> list[str]:
+    return sorted(_PLUGIN_MODULES)
 
+
+def open_storage(base_url: str, credentials: StorageCredentials | None = None) -> StoragePlugin:
+    """The plugin for the URL's scheme, bound to that SE base URL; `credentials` default to
+    what the environment provides (wrapper/se/credentials.py)."""
     scheme, sep, _ = base_url.partition("://")
     if not sep:
         raise StorageError(f"not an SE URL (no scheme): {base_url!r}")
-    plugin = _PLUGINS.get(scheme)
-    if plugin is None:
-        known = ", ".join(sorted(_PLUGINS))
-        raise StorageError(f"no storage plugin for {scheme}:// (known: {known})")
-    return plugin(base_url)
+    module = _PLUGIN_MODULES.get(scheme)
+    if module is None:
+        raise StorageError(
+            f"no storage plugin for {scheme}:// (known: {', '.join(known_schemes())})"
+        )
+    if scheme not in _PLUGINS:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise StorageError(
+                f"the {scheme}:// storage plugin cannot load ({exc}); "
+                "is gridpilot installed with its dependencies?"
+            ) from exc
+    if credentials is None:
+        from wrapper.se.credentials import StorageCredentials  # noqa: PLC0415 -- import cycle
+
+        credentials = StorageCredentials.from_environment()
+    return _PLUGINS[scheme](base_url, credentials)

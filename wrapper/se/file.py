@@ -21,10 +21,12 @@ from gridpilot.checksum import adler32_of_file
 from wrapper.se.base import (
     SEFileNotFoundError,
     SEUnavailableError,
+    SpaceUsage,
     StorageError,
     StoragePlugin,
     register_plugin,
 )
+from wrapper.se.credentials import StorageCredentials
 
 _TMP_PREFIX = ".gridpilot-"
 _TMP_SUFFIX = ".part"
@@ -38,8 +40,8 @@ def _is_temporary(name: str) -> bool:
 class FilePlugin(StoragePlugin):
     scheme = "file"
 
-    def __init__(self, base_url: str) -> None:
-        super().__init__(base_url)
+    def __init__(self, base_url: str, credentials: StorageCredentials | None = None) -> None:
+        super().__init__(base_url, credentials)
         path = self.base_url.removeprefix("file://")
         if not path.startswith("/"):
             raise StorageError(f"file SE URL must hold an absolute path: {base_url!r}")
@@ -48,10 +50,7 @@ class FilePlugin(StoragePlugin):
     # -- helpers ---------------------------------------------------------------------------
 
     def _path(self, lfn: str) -> Path:
-        parts = PurePosixPath("/" + lfn.lstrip("/")).parts[1:]
-        if not parts or any(p in ("..", ".") for p in parts):
-            raise StorageError(f"invalid LFN {lfn!r} for SE {self.base_url}")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*PurePosixPath(self.checked_lfn(lfn)).parts[1:])
 
     def _check_root(self, lfn: str) -> None:
         if not self.root.is_dir():
@@ -177,6 +176,12 @@ class FilePlugin(StoragePlugin):
                     rel_path = Path(dirpath, name).relative_to(self.root)
                     found.append("/" + rel_path.as_posix())
         return sorted(found)
+
+    def space(self) -> SpaceUsage:
+        self._check_root("/")
+        with self._mapped("space", "/"):
+            usage = shutil.disk_usage(self.root)
+        return SpaceUsage(total_bytes=usage.total, free_bytes=usage.free)
 
 
 def _raise(exc: OSError) -> None:

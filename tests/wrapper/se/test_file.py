@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from gridpilot.checksum import adler32_of_bytes
+from tests.wrapper.se.conformance import StorageConformance
 from wrapper.se import (
     SEFileNotFoundError,
     SEUnavailableError,
@@ -156,3 +157,13 @@ def test_path_component_is_a_file(se: FilePlugin, se_root: Path, tmp_path: Path)
 def test_missing_local_file_on_upload(se: FilePlugin, tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot read"):
         se.upload(tmp_path / "absent", LFN)
+
+
+class TestFileConformance(StorageConformance):
+    @pytest.fixture
+    def storage(self, se: FilePlugin) -> FilePlugin:
+        return se
+
+    @pytest.fixture
+    def unreachable_storage(self, tmp_path: Path) -> FilePlugin:
+        return FilePlugin(f"file://{tmp_path}/no-such-se")
