@@ -9,6 +9,7 @@ from typing import Any
 
 from central.store._sqlite_jobs import json_list
 from central.store.records import (
+    OPERATIONS,
     FailoverRequestRecord,
     FileRecord,
     NewFailoverRequest,
@@ -93,8 +94,10 @@ def add_files(conn: sqlite3.Connection, files: Sequence[FileRecord]) -> None:
                     f"{f.lfn} is already registered with size {size} and adler32 {adler32}, "
                     f"not size {f.size} and adler32 {f.adler32}"
                 )
+        # Registering a copy again means it was written and verified anew: no longer suspect.
         conn.executemany(
-            "INSERT INTO replicas (file_id, se) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO replicas (file_id, se) VALUES (?, ?) "
+            "ON CONFLICT DO UPDATE SET suspect = ''",
             ((file_id, se) for se in f.ses),
         )
 
@@ -104,7 +107,9 @@ def _files(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[
     # in list_files; group_concat's order is unspecified, so SEs are sorted in Python.
     rows = conn.execute(
         "SELECT f.lfn, f.size, f.adler32, f.job_id, "
-        "(SELECT group_concat(r.se, char(10)) FROM replicas r WHERE r.file_id = f.file_id) "
+        "(SELECT group_concat(r.se, char(10)) FROM replicas r WHERE r.file_id = f.file_id), "
+        "(SELECT group_concat(r.se || char(9) || r.suspect, char(10)) FROM replicas r "
+        " WHERE r.file_id = f.file_id AND r.suspect != '') "
         f"FROM files f WHERE {where} ORDER BY f.lfn",
         params,
     )
@@ -115,6 +120,7 @@ def _files(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[
             adler32=r[2],
             job_id=r[3],
             ses=tuple(sorted(r[4].split("\n"))) if r[4] else (),
+            suspects=dict(line.split("\t", 1) for line in r[5].split("\n")) if r[5] else {},
         )
         for r in rows
     ]
@@ -142,11 +148,26 @@ def remove_replica(conn: sqlite3.Connection, lfn: str, se: str) -> None:
     )
 
 
+def remove_file(conn: sqlite3.Connection, lfn: str) -> bool:
+    """The catalog entry and its replica rows; False when the LFN was not there."""
+    return conn.execute("DELETE FROM files WHERE lfn = ?", (lfn,)).rowcount > 0
+
+
+def set_replica_suspect(conn: sqlite3.Connection, lfn: str, se: str, reason: str) -> bool:
+    """Mark (reason) or clear ("") one replica; False when there is no such replica."""
+    cur = conn.execute(
+        "UPDATE replicas SET suspect = ? WHERE se = ? "
+        "AND file_id = (SELECT file_id FROM files WHERE lfn = ?)",
+        (reason, se, lfn),
+    )
+    return cur.rowcount > 0
+
+
 # ---- failover requests -----------------------------------------------------------------------
 
 _REQUEST_COLUMNS = (
     "request_id, job_id, lfn, source_se, target_se, status, attempts, last_error, "
-    "created, updated, next_try"
+    "created, updated, next_try, operation, priority, owner"
 )
 
 
@@ -163,6 +184,9 @@ def _request(r: tuple[Any, ...]) -> FailoverRequestRecord:
         created=r[8],
         updated=r[9],
         next_try=r[10],
+        operation=r[11],
+        priority=r[12],
+        owner=r[13],
     )
 
 
@@ -171,11 +195,26 @@ def add_failover_requests(
 ) -> list[int]:
     ids: list[int] = []
     for r in requests:
+        if r.operation not in OPERATIONS:
+            raise ValueError(
+                f"unknown data request operation {r.operation!r} (one of {', '.join(OPERATIONS)})"
+            )
         cur = conn.execute(
             "INSERT INTO failover_requests (job_id, lfn, source_se, target_se, status, "
-            "attempts, last_error, created, updated, next_try) "
-            "VALUES (?, ?, ?, ?, 'Waiting', 0, '', ?, ?, ?)",
-            (r.job_id, r.lfn, r.source_se, r.target_se, now, now, now),
+            "attempts, last_error, created, updated, next_try, operation, priority, owner) "
+            "VALUES (?, ?, ?, ?, 'Waiting', 0, '', ?, ?, ?, ?, ?, ?)",
+            (
+                r.job_id,
+                r.lfn,
+                r.source_se,
+                r.target_se,
+                now,
+                now,
+                now,
+                r.operation,
+                r.priority,
+                r.owner,
+            ),
         )
         ids.append(_row_id(cur))
     return ids
@@ -184,9 +223,14 @@ def add_failover_requests(
 def due_failover_requests(
     conn: sqlite3.Connection, now: float, limit: int
 ) -> list[FailoverRequestRecord]:
+    # Only the oldest waiting request of each LFN may run: a removal made after a replication
+    # waits for it (and a replication for an earlier removal), so they never race.
     sql = (
-        f"SELECT {_REQUEST_COLUMNS} FROM failover_requests "
-        "WHERE status = 'Waiting' AND next_try <= ? ORDER BY created, request_id"
+        f"SELECT {_REQUEST_COLUMNS} FROM failover_requests r "
+        "WHERE status = 'Waiting' AND next_try <= ? AND NOT EXISTS ("
+        " SELECT 1 FROM failover_requests e WHERE e.lfn = r.lfn AND e.status = 'Waiting'"
+        " AND e.request_id < r.request_id) "
+        "ORDER BY priority DESC, created, request_id"
     )
     params: list[Any] = [now]
     if limit > 0:
@@ -219,7 +263,11 @@ def update_failover_request(
 
 
 def list_failover_requests(
-    conn: sqlite3.Connection, job_id: int, status: str
+    conn: sqlite3.Connection,
+    job_id: int,
+    status: str,
+    request_ids: Sequence[int] = (),
+    lfn: str = "",
 ) -> list[FailoverRequestRecord]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -229,6 +277,12 @@ def list_failover_requests(
     if status:
         clauses.append("status = ?")
         params.append(status)
+    if request_ids:
+        clauses.append("request_id IN (SELECT value FROM json_each(?))")
+        params.append(json_list(request_ids))
+    if lfn:
+        clauses.append("lfn = ?")
+        params.append(lfn)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     sql = f"SELECT {_REQUEST_COLUMNS} FROM failover_requests{where} ORDER BY request_id"
     return [_request(r) for r in conn.execute(sql, params)]

@@ -31,6 +31,8 @@ from central.store.records import (
     QueueStatusRecord,
     RevocationRecord,
     SandboxRecord,
+    SECostRecord,
+    SEHealthRecord,
     StatusCountRecord,
     StorageElementRecord,
     Transition,
@@ -140,13 +142,30 @@ class Store(Protocol):
 
     async def remove_replica(self, lfn: str, se: str) -> None: ...
 
+    async def remove_file(self, lfn: str) -> bool:
+        """The catalog entry with its replicas; False when the LFN is unknown."""
+
+    async def set_replica_suspect(self, lfn: str, se: str, reason: str) -> bool:
+        """Mark one replica suspect (why) or clear it (""); False when there is no such
+        replica."""
+
+    # ---- SE health and learned costs ----
+    async def put_se_health(self, health: SEHealthRecord) -> None: ...
+
+    async def list_se_health(self) -> list[SEHealthRecord]: ...
+
+    async def put_se_costs(self, costs: Sequence[SECostRecord]) -> None: ...
+
+    async def list_se_costs(self) -> list[SECostRecord]: ...
+
     # ---- failover requests ----
     async def add_failover_requests(
         self, requests: Sequence[NewFailoverRequest], now: float
     ) -> list[int]: ...
 
     async def due_failover_requests(self, now: float, limit: int) -> list[FailoverRequestRecord]:
-        """Waiting requests whose next_try has come, oldest first."""
+        """Waiting requests whose next_try has come and that are the oldest waiting request
+        of their LFN; highest priority first, then oldest."""
 
     async def update_failover_request(
         self,
@@ -160,7 +179,11 @@ class Store(Protocol):
     ) -> None: ...
 
     async def list_failover_requests(
-        self, job_id: int = 0, status: str = ""
+        self,
+        job_id: int = 0,
+        status: str = "",
+        request_ids: Sequence[int] = (),
+        lfn: str = "",
     ) -> list[FailoverRequestRecord]: ...
 
     # ---- sandboxes (metadata; the bytes live in central/sandboxes.py's directory) ----

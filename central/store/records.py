@@ -258,13 +258,29 @@ class FileRecord(_Record):
     adler32: str
     ses: tuple[str, ...]
     job_id: int = 0
+    # SE -> why its copy is suspect (a checksum mismatch seen by a reader); read last.
+    suspects: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+# What a data request does (the executor: central/logic/failover.py).
+REPLICATE = "replicate"  # copy source_se -> target_se, verify, then drop the source copy
+REMOVE = "remove"  # delete the copy on target_se ("" = every copy) and its catalog entry
+CHECK = "check"  # verify the copy on target_se against the catalog; clear or keep "suspect"
+OPERATIONS = (REPLICATE, REMOVE, CHECK)
 
 
 class NewFailoverRequest(_Record):
+    """A data request. Requests on one LFN run one at a time, in the order they were made;
+    among LFNs, higher priority first."""
+
     job_id: int
     lfn: str
     source_se: str
     target_se: str
+    operation: str = REPLICATE
+    priority: int = 0
+    # Who asked (a user's removal); "" for the system's own requests.
+    owner: str = ""
 
 
 class FailoverRequestRecord(_Record):
@@ -280,6 +296,37 @@ class FailoverRequestRecord(_Record):
     created: float
     updated: float
     next_try: float
+    operation: str = REPLICATE
+    priority: int = 0
+    owner: str = ""
+
+
+class SEHealthRecord(_Record):
+    """What the probe agent last found on one SE."""
+
+    se: str
+    # False after `probe_failures` failed probes in a row; True again after one success.
+    available: bool = True
+    consecutive_failures: int = 0
+    last_probe: float = 0.0
+    last_ok: float = 0.0
+    last_error: str = ""
+    # As the SE reports them; -1 when it does not.
+    total_bytes: int = -1
+    free_bytes: int = -1
+    probe_seconds: float = 0.0
+
+
+class SECostRecord(_Record):
+    """The learned cost (seconds per GB) of reading from an SE at a site: a moving average of
+    what wrappers measured, seeded by the configured distance."""
+
+    site: str
+    se: str
+    cost: float
+    samples: int
+    failures: int
+    updated: float
 
 
 class SandboxRecord(_Record):

@@ -242,6 +242,41 @@ _V4: tuple[str, ...] = (
     """,
 )
 
+# Version 5: storage elements for real. The health the probe agent measures, the access cost
+# each site learns per SE, replicas marked suspect (bad checksum), and data requests that are
+# more than failover replications: a priority, an operation, and per-LFN ordering.
+_V5: tuple[str, ...] = (
+    """
+    CREATE TABLE se_health (
+        se TEXT PRIMARY KEY,
+        available INTEGER NOT NULL,
+        consecutive_failures INTEGER NOT NULL,
+        last_probe REAL NOT NULL,
+        last_ok REAL NOT NULL,
+        last_error TEXT NOT NULL,
+        total_bytes INTEGER NOT NULL,
+        free_bytes INTEGER NOT NULL,
+        probe_seconds REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE se_costs (
+        site TEXT NOT NULL,
+        se TEXT NOT NULL,
+        cost REAL NOT NULL,
+        samples INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (site, se)
+    ) WITHOUT ROWID
+    """,
+    "ALTER TABLE replicas ADD COLUMN suspect TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE failover_requests ADD COLUMN operation TEXT NOT NULL DEFAULT 'replicate'",
+    "ALTER TABLE failover_requests ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE failover_requests ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX failover_requests_lfn ON failover_requests (lfn, status)",
+)
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -259,6 +294,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _statements(_V2),
     _statements(_V3),
     _statements(_V4),
+    _statements(_V5),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

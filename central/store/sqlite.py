@@ -24,6 +24,7 @@ from central.store import _sqlite_data as data_sql
 from central.store import _sqlite_jobs as job_sql
 from central.store import _sqlite_pilots as pilot_sql
 from central.store import _sqlite_security as security_sql
+from central.store import _sqlite_storage as storage_sql
 from central.store._group_commit import GroupCommit
 from central.store.records import (
     ActiveSlot,
@@ -45,6 +46,8 @@ from central.store.records import (
     QueueStatusRecord,
     RevocationRecord,
     SandboxRecord,
+    SECostRecord,
+    SEHealthRecord,
     StatusCountRecord,
     StorageElementRecord,
     Transition,
@@ -323,6 +326,27 @@ class SqliteStore:
     async def remove_replica(self, lfn: str, se: str) -> None:
         await self._write(data_sql.remove_replica, lfn, se)
 
+    async def remove_file(self, lfn: str) -> bool:
+        return await self._write(data_sql.remove_file, lfn)
+
+    async def set_replica_suspect(self, lfn: str, se: str, reason: str) -> bool:
+        return await self._write(data_sql.set_replica_suspect, lfn, se, reason)
+
+    # ---- SE health and learned costs ---------------------------------------------------------
+
+    async def put_se_health(self, health: SEHealthRecord) -> None:
+        await self._write(storage_sql.put_se_health, health)
+
+    async def list_se_health(self) -> list[SEHealthRecord]:
+        return await self._read(storage_sql.list_se_health)
+
+    async def put_se_costs(self, costs: Sequence[SECostRecord]) -> None:
+        if costs:
+            await self._write(storage_sql.put_se_costs, costs)
+
+    async def list_se_costs(self) -> list[SECostRecord]:
+        return await self._read(storage_sql.list_se_costs)
+
     # ---- failover requests -------------------------------------------------------------------
 
     async def add_failover_requests(
@@ -354,9 +378,13 @@ class SqliteStore:
         )
 
     async def list_failover_requests(
-        self, job_id: int = 0, status: str = ""
+        self,
+        job_id: int = 0,
+        status: str = "",
+        request_ids: Sequence[int] = (),
+        lfn: str = "",
     ) -> list[FailoverRequestRecord]:
-        return await self._read(data_sql.list_failover_requests, job_id, status)
+        return await self._read(data_sql.list_failover_requests, job_id, status, request_ids, lfn)
 
     # ---- sandboxes ---------------------------------------------------------------------------
 

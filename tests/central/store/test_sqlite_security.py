@@ -150,6 +150,6 @@ def test_schema_1_database_is_migrated_with_its_jobs(db_path: Path) -> None:
     run_with_store(db_path, body)
     conn = sqlite3.connect(db_path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     finally:
         conn.close()
