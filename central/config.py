@@ -23,6 +23,9 @@
     [failover]
     ses = ["FAILOVER-SE"]
 
+    [storage]                 # SE probes and learned costs (StorageSection)
+    probe_period = 600
+
 Security settings ([security], [[groups]], [[users]]) are in central/config_security.py.
 The full reference is in README.md ("Configuration").
 """
@@ -50,6 +53,7 @@ from central.config_security import (
     serving_problems,
 )
 from gridpilot.config_files import ConfigError, convert_config, load_config_file
+from wrapper.se import known_schemes
 
 __all__ = [
     "CESection",
@@ -65,6 +69,7 @@ __all__ = [
     "SecuritySection",
     "SiteSection",
     "StorageElementSection",
+    "StorageSection",
     "UserSection",
     "check_serving",
     "config_from_dict",
@@ -119,6 +124,29 @@ class FailoverSection(_Strict):
     ses: list[str] = msgspec.field(default_factory=list)
 
 
+class StorageSection(_Strict):
+    """SE health probes (like Belle II's StorageElementStatusAgent) and learned SE costs."""
+
+    # Seconds between probes of every SE (write, read, checksum, delete a small file);
+    # 0 turns probing off.
+    probe_period: float = 600.0
+    # Failed probes in a row after which an SE is unavailable (until a probe passes again).
+    probe_failures: int = 3
+    # Where probe files go on each SE (an LFN directory).
+    probe_dir: str = "/gridpilot/probes"
+    probe_bytes: int = 65536
+    # A probe that takes longer than this (seconds) has failed.
+    probe_timeout: float = 120.0
+    # An SE that reports more than this fraction of its space used takes no new writes.
+    full_threshold: float = 0.95
+    # Weight of a new measurement in the moving average of an SE's cost (seconds per GB).
+    cost_alpha: float = 0.3
+    # Smaller transfers measure latency more than rate: they teach nothing.
+    cost_min_bytes: int = 1_000_000
+    # A failed transfer counts as this many times the current cost.
+    failure_cost_factor: float = 4.0
+
+
 class CentralConfig(_Strict):
     central: CentralSection = msgspec.field(default_factory=CentralSection)
     sites: list[SiteSection] = msgspec.field(default_factory=list)
@@ -126,6 +154,7 @@ class CentralConfig(_Strict):
     # site -> SE -> cost (lower is nearer). SEs local to a site need no entry.
     distances: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
     failover: FailoverSection = msgspec.field(default_factory=FailoverSection)
+    storage: StorageSection = msgspec.field(default_factory=StorageSection)
     security: SecuritySection = msgspec.field(default_factory=SecuritySection)
     # Empty means the defaults: belle_user (user), belle_production, belle_admin.
     groups: list[GroupSection] = msgspec.field(default_factory=list)
@@ -153,7 +182,27 @@ class CentralConfig(_Strict):
         return next((s for s in self.storage_elements if s.name == name), None)
 
 
-_SUPPORTED_SE_SCHEMES = ("file://",)
+def _storage_problems(st: StorageSection) -> list[str]:
+    problems = []
+    if st.probe_period < 0:
+        problems.append("storage.probe_period must not be negative (0 = no probes)")
+    if st.probe_failures < 1:
+        problems.append("storage.probe_failures must be at least 1")
+    if not st.probe_dir.startswith("/") or st.probe_dir.rstrip("/") == "":
+        problems.append(f"storage.probe_dir must be an LFN directory, got {st.probe_dir!r}")
+    if st.probe_bytes <= 0:
+        problems.append("storage.probe_bytes must be positive")
+    if st.probe_timeout <= 0:
+        problems.append("storage.probe_timeout must be positive")
+    if not 0 < st.full_threshold <= 1:
+        problems.append("storage.full_threshold must be in (0, 1]")
+    if not 0 < st.cost_alpha <= 1:
+        problems.append("storage.cost_alpha must be in (0, 1]")
+    if st.cost_min_bytes < 0:
+        problems.append("storage.cost_min_bytes must not be negative")
+    if st.failure_cost_factor < 1:
+        problems.append("storage.failure_cost_factor must be at least 1")
+    return problems
 
 
 def _validate(cfg: CentralConfig) -> None:
@@ -168,10 +217,12 @@ def _validate(cfg: CentralConfig) -> None:
     for se in cfg.storage_elements:
         if se.site not in known_sites:
             problems.append(f"storage element {se.name!r} names unknown site {se.site!r}")
-        if not se.url.startswith(_SUPPORTED_SE_SCHEMES):
+        scheme, sep, rest = se.url.partition("://")
+        if not sep or scheme not in known_schemes() or not rest:
+            supported = ", ".join(f"{s}://" for s in known_schemes())
             problems.append(
                 f"storage element {se.name!r} has unsupported URL {se.url!r} "
-                f"(supported: {', '.join(_SUPPORTED_SE_SCHEMES)})"
+                f"(supported: {supported})"
             )
     for site in cfg.sites:
         named = [*site.local_ses, *([site.default_output_se] if site.default_output_se else [])]
@@ -205,6 +256,7 @@ def _validate(cfg: CentralConfig) -> None:
         problems.append("central.sandbox_max_bytes must be positive")
     if c.max_rescheduling < 0:
         problems.append("central.max_rescheduling must not be negative")
+    problems.extend(_storage_problems(cfg.storage))
     problems.extend(security_problems(cfg.security, cfg.effective_groups(), cfg.users))
     problems.extend(
         matcher_problems(cfg.matcher, known_sites, {g.name for g in cfg.effective_groups()})

@@ -33,15 +33,16 @@ from central.agents import (
     key_refresh_agent,
     lost_pilots_agent,
     registration_pruner,
+    se_probe_agent,
     stalled_jobs_agent,
 )
 from central.auth.runtime import Security
 from central.config import CentralConfig, check_serving
 from central.config_matcher import MatcherSection
-from central.logic.data import StorageElements
 from central.logic.heartbeats import HeartbeatBuffer
 from central.logic.matching import apply_policy, restore_matcher
 from central.logic.sessions import SessionRegistry
+from central.logic.storage_elements import StorageElements
 from central.logic.transitions import TransitionBatcher
 from central.matcher import Matcher, TaskQueues
 from central.rpc.admin import AdminServicer
@@ -193,6 +194,12 @@ class Central:
             key_refresh_agent(self.security, period=self.config.security.key_refresh_period),
             registration_pruner(self.store, self.security, clock=clock),
         ]
+        if self.config.storage.probe_period > 0:
+            agents.append(
+                se_probe_agent(
+                    self.store, self.ses, clock=clock, period=self.config.storage.probe_period
+                )
+            )
         return {a.name: a for a in agents}
 
     def reload_matcher(self, section: MatcherSection) -> None:

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from central.agents.base import PeriodicAgent
 from central.config import CentralConfig
-from central.logic.data import StorageElements
 from central.logic.failover import execute_failover_requests
+from central.logic.storage_elements import StorageElements
 from central.store.interface import Store
 
 

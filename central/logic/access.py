@@ -14,7 +14,7 @@ from central.logic.errors import NotFoundError, PermissionDeniedError
 from central.logic.identity import Caller
 from central.matcher import Resources
 from central.store.interface import Store
-from central.store.records import JobRecord
+from central.store.records import FailoverRequestRecord, JobRecord
 from gridpilot.security.claims import Role
 
 
@@ -120,6 +120,42 @@ async def check_replica_registrations(
                 raise PermissionDeniedError(
                     f"{caller.describe()} may not register files of job {job_id}"
                 )
+
+
+async def check_job_reporter(store: Store, caller: Caller, job_id: int) -> JobRecord:
+    """Transfer reports come from a job's own token (its site is the job's); the job."""
+    if caller.role is not Role.JOB and not caller.is_admin:
+        raise PermissionDeniedError(
+            f"{caller.describe()} may not report transfers: only a job's wrapper does"
+        )
+    check_job_token(caller, job_id, "report data access")
+    job = await store.get_job(job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id} does not exist")
+    return job
+
+
+def check_request_owner(caller: Caller, requests: Iterable[FailoverRequestRecord]) -> None:
+    """People may look up by id only the data requests they made themselves."""
+    if caller.is_admin:
+        return
+    for r in requests:
+        if r.owner != caller.subject:
+            raise PermissionDeniedError(
+                f"{caller.describe()} may not see data request {r.request_id}"
+            )
+
+
+def check_lfn_owner(caller: Caller, lfn: str, what: str) -> None:
+    """Users may change files only under their own LFN directory; production managers and
+    administrators anywhere."""
+    if caller.is_admin or caller.is_production:
+        return
+    home = f"{USER_LFN_ROOT}/{caller.subject}/"
+    if caller.role is Role.JOB or not lfn.startswith(home):
+        raise PermissionDeniedError(
+            f"{caller.describe()} may {what} only under {home}, not {lfn!r}"
+        )
 
 
 async def check_job_visible(store: Store, caller: Caller, job_id: int, what: str) -> None:

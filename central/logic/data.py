@@ -1,124 +1,30 @@
-"""Data management: SE registry, replica ordering for a site, catalog and failover requests."""
+"""Data management: the replica catalog, datasets and data requests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from central.config import CentralConfig
-from central.logic.errors import InvalidArgumentError, NotFoundError
+from central.logic.access import check_lfn_owner
+from central.logic.errors import InvalidArgumentError, PermissionDeniedError
+from central.logic.identity import Caller
+from central.logic.replica_ranking import FileReplicas, rank_file
+from central.logic.storage_elements import StorageElements
 from central.store.interface import Store
 from central.store.records import (
+    CHECK,
+    DEFAULT_PRIORITY,
+    REMOVE,
     FailoverRequestRecord,
     FileRecord,
     NewFailoverRequest,
-    StorageElementRecord,
 )
 from gridpilot.logs import get_logger
 
 log = get_logger(__name__)
 
 REQUEST_STATUSES = ("Waiting", "Done", "Failed")
-
-
-def se_url(se: StorageElementRecord, lfn: str) -> str:
-    """The same join as wrapper.se's StoragePlugin.url_for."""
-    return se.url.rstrip("/") + "/" + lfn.lstrip("/")
-
-
-class StorageElements:
-    """The SEs as the store has them (config plus admins' read/write switches), in memory.
-
-    Matching reads the failover list on every job, so the table is cached here and refreshed
-    on every change made through central.
-    """
-
-    def __init__(self, records: Iterable[StorageElementRecord] = ()) -> None:
-        self._by_name: dict[str, StorageElementRecord] = {se.name: se for se in records}
-
-    async def sync_from_config(self, store: Store, config: CentralConfig) -> None:
-        await store.upsert_storage_elements(
-            [
-                StorageElementRecord(
-                    name=se.name,
-                    site=se.site,
-                    url=se.url,
-                    read_allowed=se.read,
-                    write_allowed=se.write,
-                )
-                for se in config.storage_elements
-            ]
-        )
-        await self.reload(store)
-
-    async def reload(self, store: Store) -> None:
-        self._by_name = {se.name: se for se in await store.list_storage_elements()}
-
-    def get(self, name: str) -> StorageElementRecord | None:
-        return self._by_name.get(name)
-
-    def all(self) -> list[StorageElementRecord]:
-        return sorted(self._by_name.values(), key=lambda se: se.name)
-
-    def require(self, name: str) -> StorageElementRecord:
-        se = self._by_name.get(name)
-        if se is None:
-            raise InvalidArgumentError(f"unknown storage element {name!r}")
-        return se
-
-    def writable(self, names: Sequence[str]) -> list[str]:
-        return [n for n in names if (se := self._by_name.get(n)) is not None and se.write_allowed]
-
-    async def set_status(self, store: Store, name: str, read: bool, write: bool) -> None:
-        if not await store.set_storage_element_status(name, read, write):
-            raise NotFoundError(f"storage element {name!r} does not exist")
-        await self.reload(store)
-        log.info("se.status", se=name, read=read, write=write)
-
-
-@dataclass(frozen=True, slots=True)
-class RankedReplica:
-    se: str
-    url: str
-    rank_reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class FileReplicas:
-    lfn: str
-    size: int
-    adler32: str
-    replicas: list[RankedReplica]
-
-
-def _format_cost(cost: float) -> str:
-    return f"{cost:g}"
-
-
-def rank_replicas(
-    file: FileRecord, site: str, config: CentralConfig, ses: StorageElements
-) -> list[RankedReplica]:
-    """Local SEs first, then by configured distance, then the rest; unreadable SEs left out."""
-    site_cfg = config.site(site) if site else None
-    local = set(site_cfg.local_ses) if site_cfg else set()
-    distances = config.distances.get(site, {}) if site else {}
-    ranked: list[tuple[tuple[int, float, int], RankedReplica]] = []
-    for position, name in enumerate(file.ses):
-        se = ses.get(name)
-        if se is None or not se.read_allowed:
-            continue
-        if not site:
-            key, reason = (0, 0.0, position), "catalog order"
-        elif name in local or se.site == site:
-            key, reason = (0, 0.0, position), "local SE"
-        elif name in distances:
-            cost = distances[name]
-            key, reason = (1, cost, position), f"distance {_format_cost(cost)}"
-        else:
-            key, reason = (2, 0.0, position), "no distance"
-        ranked.append((key, RankedReplica(name, se_url(se, file.lfn), reason)))
-    ranked.sort(key=lambda item: item[0])
-    return [replica for _, replica in ranked]
 
 
 async def get_replicas(
@@ -131,7 +37,7 @@ async def get_replicas(
     """Known LFNs in the order asked; an LFN missing from the catalog is left out."""
     files = await store.get_files(list(lfns))
     return [
-        FileReplicas(f.lfn, f.size, f.adler32, rank_replicas(f, site, config, ses))
+        rank_file(f, site, config, ses)
         for lfn in dict.fromkeys(lfns)
         if (f := files.get(lfn)) is not None
     ]
@@ -143,9 +49,7 @@ async def list_dataset(
     if not lpn.startswith("/"):
         raise InvalidArgumentError(f"dataset path {lpn!r} must start with '/'")
     files = await store.list_files(lpn.rstrip("/") or "/")
-    return [
-        FileReplicas(f.lfn, f.size, f.adler32, rank_replicas(f, "", config, ses)) for f in files
-    ]
+    return [rank_file(f, "", config, ses) for f in files]
 
 
 def _check_lfn(lfn: str) -> None:
@@ -187,10 +91,93 @@ async def add_failover_request(
 
 
 async def list_failover_requests(
-    store: Store, job_id: int, status: str
+    store: Store, job_id: int, status: str, request_ids: Sequence[int] = ()
 ) -> list[FailoverRequestRecord]:
     if status and status not in REQUEST_STATUSES:
         raise InvalidArgumentError(
             f"request status {status!r} is not one of {', '.join(REQUEST_STATUSES)}"
         )
-    return await store.list_failover_requests(job_id, status)
+    return await store.list_failover_requests(job_id, status, request_ids)
+
+
+@dataclass(frozen=True)
+class Removal:
+    lfn: str
+    request_id: int = 0
+    error: str = ""
+
+
+async def remove_files(
+    store: Store, caller: Caller, lfns: Sequence[str], now: float
+) -> list[Removal]:
+    """Queue the removal of each file (every copy, then its catalog entry) behind whatever
+    other request its LFN has waiting; per-LFN results, refusals included."""
+    results: list[Removal] = []
+    known = await store.get_files(list(lfns))
+    queued: list[NewFailoverRequest] = []
+    for lfn in lfns:
+        try:
+            _check_lfn(lfn)
+            check_lfn_owner(caller, lfn, "remove files")
+        except (InvalidArgumentError, PermissionDeniedError) as exc:
+            results.append(Removal(lfn, error=str(exc)))
+            continue
+        if lfn not in known:
+            results.append(Removal(lfn, error="not in the catalog"))
+            continue
+        queued.append(
+            NewFailoverRequest(
+                job_id=0,
+                lfn=lfn,
+                source_se="",
+                target_se="",
+                operation=REMOVE,
+                priority=DEFAULT_PRIORITY[REMOVE],
+                owner=caller.subject,
+            )
+        )
+        results.append(Removal(lfn))
+    ids = iter(await store.add_failover_requests(queued, now) if queued else [])
+    final = [r if r.error else Removal(r.lfn, request_id=next(ids)) for r in results]
+    for r in final:
+        if r.request_id:
+            log.info(
+                "file.removal_queued", lfn=r.lfn, request_id=r.request_id, owner=caller.subject
+            )
+    return final
+
+
+@dataclass(frozen=True)
+class SuspectReport:
+    lfn: str
+    se: str
+    reason: str
+
+
+async def report_suspects(
+    store: Store, suspects: Sequence[SuspectReport], reporter: str, now: float
+) -> int:
+    """Mark each reported copy suspect (it is read last from now on) and queue a check of it
+    by central, once per copy; the number of checks queued."""
+    checks: list[NewFailoverRequest] = []
+    for s in suspects:
+        pending = await store.list_failover_requests(status="Waiting", lfn=s.lfn)
+        if any(r.operation == CHECK and r.target_se == s.se for r in pending):
+            continue
+        reason = f"{s.reason} (reported by {reporter})"
+        if not await store.set_replica_suspect(s.lfn, s.se, reason[:500]):
+            continue
+        log.warning("replica.suspect", lfn=s.lfn, se=s.se, reason=s.reason, reporter=reporter)
+        checks.append(
+            NewFailoverRequest(
+                job_id=0,
+                lfn=s.lfn,
+                source_se="",
+                target_se=s.se,
+                operation=CHECK,
+                priority=DEFAULT_PRIORITY[CHECK],
+            )
+        )
+    if checks:
+        await store.add_failover_requests(checks, now)
+    return len(checks)

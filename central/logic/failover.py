@@ -1,34 +1,48 @@
-"""The failover request executor: replicate an output from the failover SE to its destination.
+"""The data request executor (the failover queue): replications of outputs parked on failover
+SEs, removals, and checks of suspect copies.
 
-Order matters: copy, verify size and adler32 on the destination, register the destination
-replica, and only then delete the failover copy and its replica. Any step can fail and be
-retried: a verified destination copy is not copied again.
+Requests on one LFN run one at a time in the order they were made (the store hands out only
+the oldest waiting request of each LFN), so a removal never races a replication of the same
+file (the Belle II DDM lesson); among LFNs the highest priority goes first. Every operation can
+fail half-way and be retried with exponential back-off; each is safe to repeat:
+
+- replicate: copy, verify size and adler32 on the destination, register the destination
+  replica, and only then delete the failover copy and its replica;
+- remove: delete the copy on one SE (or every copy), drop the replicas, then the catalog entry;
+- check: compare a suspect copy with the catalog; a good copy is cleared, a bad one stays
+  suspect (read last), a missing one leaves the catalog.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from central.config import CentralConfig
-from central.logic.data import StorageElements
 from central.logic.reports import complete_if_requests_done
+from central.logic.se_operations import (
+    ReplicationError,
+    copy_problem,
+    delete_copy,
+    replicate,
+)
+from central.logic.storage_elements import StorageElements
 from central.store.interface import Store
-from central.store.records import FailoverRequestRecord, FileRecord
+from central.store.records import (
+    CHECK,
+    REMOVE,
+    REPLICATE,
+    FailoverRequestRecord,
+    FileRecord,
+    StorageElementRecord,
+)
 from gridpilot.logs import get_logger
-from wrapper.se import SEFileNotFoundError, StorageError, open_storage
+from wrapper.se import SEFileNotFoundError, StorageError
 
 log = get_logger(__name__)
 
 MAX_BACKOFF_SECONDS = 3600.0
-
-
-class ReplicationError(Exception):
-    """One attempt of a request failed; it will be retried (or fail for good)."""
 
 
 @dataclass(slots=True)
@@ -38,54 +52,26 @@ class FailoverReport:
     failed: int = 0
 
 
-def _has_verified_copy(se_url: str, lfn: str, size: int, adler32: str) -> bool:
-    storage = open_storage(se_url)
-    try:
-        return storage.stat(lfn) == size and storage.checksum(lfn) == adler32
-    except SEFileNotFoundError:
-        return False
+def _se(ses: StorageElements, name: str, role: str) -> StorageElementRecord:
+    se = ses.get(name)
+    if se is None:
+        raise ReplicationError(f"unknown {role} SE {name!r}")
+    return se
 
 
-def replicate(source_url: str, target_url: str, lfn: str, size: int, adler32: str) -> None:
-    """Blocking: copy one file between SEs through a temporary file and verify the target."""
-    if _has_verified_copy(target_url, lfn, size, adler32):
-        return
-    source, target = open_storage(source_url), open_storage(target_url)
-    with tempfile.TemporaryDirectory(prefix="gridpilot-failover-") as tmp:
-        local = Path(tmp) / "file"
-        source.download(lfn, local)
-        target.upload(local, lfn)
-    got_size, got_sum = target.stat(lfn), target.checksum(lfn)
-    if (got_size, got_sum) != (size, adler32):
-        try:
-            target.delete(lfn)
-        except StorageError:
-            log.warning("failover.bad_copy_left", lfn=lfn, se_url=target_url)
-        raise ReplicationError(
-            f"{lfn}: copy on {target_url} does not verify "
-            f"(size {got_size}, adler32 {got_sum}; expected {size}, {adler32})"
-        )
+async def _catalog_entry(store: Store, lfn: str) -> FileRecord | None:
+    return (await store.get_files([lfn])).get(lfn)
 
 
-def delete_copy(se_url: str, lfn: str) -> None:
-    # Already gone means an earlier attempt got this far.
-    with contextlib.suppress(SEFileNotFoundError):
-        open_storage(se_url).delete(lfn)
-
-
-async def _execute(store: Store, ses: StorageElements, request: FailoverRequestRecord) -> None:
-    source, target = ses.get(request.source_se), ses.get(request.target_se)
-    if source is None or target is None:
-        raise ReplicationError(
-            f"unknown SE in request ({request.source_se} -> {request.target_se})"
-        )
-    if not target.write_allowed:
-        raise ReplicationError(f"target SE {target.name} is not writable now")
-    known = await store.get_files([request.lfn])
-    file = known.get(request.lfn)
+async def _replicate(store: Store, ses: StorageElements, request: FailoverRequestRecord) -> str:
+    source = _se(ses, request.source_se, "source")
+    target = _se(ses, request.target_se, "target")
+    if refusal := ses.write_refusal(target.name):
+        raise ReplicationError(f"target SE {target.name} takes no writes now: {refusal}")
+    file = await _catalog_entry(store, request.lfn)
     if file is None:
         raise ReplicationError(f"{request.lfn} is not in the catalog")
-    await asyncio.to_thread(replicate, source.url, target.url, request.lfn, file.size, file.adler32)
+    await asyncio.to_thread(replicate, source.url, target.url, file.lfn, file.size, file.adler32)
     await store.add_files(
         [
             FileRecord(
@@ -97,8 +83,49 @@ async def _execute(store: Store, ses: StorageElements, request: FailoverRequestR
             )
         ]
     )
-    await asyncio.to_thread(delete_copy, source.url, request.lfn)
-    await store.remove_replica(request.lfn, source.name)
+    # Only now that the destination copy is verified and registered.
+    await asyncio.to_thread(delete_copy, source.url, file.lfn)
+    await store.remove_replica(file.lfn, source.name)
+    return ""
+
+
+async def _remove(store: Store, ses: StorageElements, request: FailoverRequestRecord) -> str:
+    file = await _catalog_entry(store, request.lfn)
+    if file is None:
+        return "not in the catalog (nothing to remove)"
+    names = [request.target_se] if request.target_se else list(file.ses)
+    for name in names:
+        se = _se(ses, name, "replica")
+        await asyncio.to_thread(delete_copy, se.url, file.lfn)
+        await store.remove_replica(file.lfn, name)
+        log.info("file.replica_removed", lfn=file.lfn, se=name, request_id=request.request_id)
+    if not request.target_se:
+        await store.remove_file(file.lfn)
+        log.info("file.removed", lfn=file.lfn, request_id=request.request_id)
+    return ""
+
+
+async def _check(store: Store, ses: StorageElements, request: FailoverRequestRecord) -> str:
+    file = await _catalog_entry(store, request.lfn)
+    if file is None or request.target_se not in file.ses:
+        return "no such replica any more"
+    se = _se(ses, request.target_se, "checked")
+    try:
+        problem = await asyncio.to_thread(copy_problem, se.url, file.lfn, file.size, file.adler32)
+    except SEFileNotFoundError:
+        await store.remove_replica(file.lfn, se.name)
+        log.warning("replica.missing", lfn=file.lfn, se=se.name)
+        return f"the copy on {se.name} is missing: replica removed from the catalog"
+    if problem:
+        await store.set_replica_suspect(file.lfn, se.name, f"confirmed: {problem}")
+        log.error("replica.bad", lfn=file.lfn, se=se.name, problem=problem)
+        return f"the copy on {se.name} is bad: {problem}"
+    await store.set_replica_suspect(file.lfn, se.name, "")
+    log.info("replica.cleared", lfn=file.lfn, se=se.name)
+    return ""
+
+
+_OPERATIONS = {REPLICATE: _replicate, REMOVE: _remove, CHECK: _check}
 
 
 def backoff(period: float, attempts: int) -> float:
@@ -112,14 +139,18 @@ async def execute_failover_requests(
     clock: Callable[[], float],
     limit: int = 50,
 ) -> FailoverReport:
+    """Run the data requests due now (at most `limit`)."""
     report = FailoverReport()
     c = config.central
     for request in await store.due_failover_requests(clock(), limit):
         attempts = request.attempts + 1
+        operation = _OPERATIONS.get(request.operation)
         try:
-            await _execute(store, ses, request)
+            if operation is None:
+                raise ReplicationError(f"unknown operation {request.operation!r}")
+            outcome = await operation(store, ses, request)
         except (ReplicationError, StorageError, OSError, ValueError) as exc:
-            give_up = attempts >= c.failover_max_attempts
+            give_up = attempts >= c.failover_max_attempts or operation is None
             now = clock()
             await store.update_failover_request(
                 request.request_id,
@@ -130,34 +161,39 @@ async def execute_failover_requests(
                 now=now,
             )
             log.warning(
-                "failover.attempt_failed",
+                "request.attempt_failed",
                 request_id=request.request_id,
+                operation=request.operation,
                 job_id=request.job_id,
+                lfn=request.lfn,
                 attempts=attempts,
                 final=give_up,
                 error=str(exc),
             )
-            if not give_up:
+            if give_up:
+                report.failed += 1
+            else:
                 report.retried += 1
                 continue
-            report.failed += 1
         else:
             now = clock()
             await store.update_failover_request(
                 request.request_id,
                 status="Done",
                 attempts=attempts,
-                last_error="",
+                last_error=outcome,
                 next_try=now,
                 now=now,
             )
             report.done += 1
             log.info(
-                "failover.done",
+                "request.done",
                 request_id=request.request_id,
+                operation=request.operation,
                 job_id=request.job_id,
                 lfn=request.lfn,
                 target=request.target_se,
+                note=outcome,
             )
         if request.job_id:
             await complete_if_requests_done(store, request.job_id, clock())

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from central.config import CentralConfig
-from central.logic.data import StorageElements
 from central.logic.errors import InvalidArgumentError, NotFoundError
 from central.logic.heartbeats import HeartbeatBuffer
 from central.logic.pilot_records import pilot_state_allowed
+from central.logic.replica_ranking import best_writable_se
 from central.logic.sessions import Command, CommandKind, SessionRegistry
+from central.logic.storage_elements import StorageElements
 from central.logic.submission import decode_spec
 from central.logic.transitions import TransitionBatcher, is_active
 from central.matcher import Matcher, Resources
@@ -108,6 +109,20 @@ def _assignment(
     spec = decode_spec(job.spec, job.job_id)
     site_cfg = config.site(site)
     output_se = spec.output_se or (site_cfg.default_output_se if site_cfg else "")
+    # The site's usual SE is full or down: its outputs go to the next best one instead. An SE
+    # the user named stays the destination (a failover copy waits until it takes writes).
+    if not spec.output_se and output_se and (refusal := ses.write_refusal(output_se)):
+        other = best_writable_se(site, config, ses, exclude=set(config.failover.ses))
+        if other is not None:
+            log.info(
+                "job.output_se_redirected",
+                job_id=job.job_id,
+                site=site,
+                se=output_se,
+                to=other,
+                reason=refusal,
+            )
+            output_se = other
     failover = [n for n in ses.writable(config.failover.ses) if n != output_se]
     return Assignment(job=job, spec=spec, output_se=output_se, failover_ses=failover)
 

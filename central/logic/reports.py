@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from central.logic.data import StorageElements
 from central.logic.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
+from central.logic.storage_elements import StorageElements
 from central.logic.transitions import end_lost_attempt
 from central.matcher import Matcher
 from central.models.job_states import ACTIVE_STATES, JobStatus, can_transition

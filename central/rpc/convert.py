@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from central.logic.data import FileReplicas
 from central.logic.errors import InvalidArgumentError
 from central.logic.jobs import ActionResult, JobDetails, ProjectSummary
 from central.logic.pilot_flow import Assignment
 from central.logic.pilot_records import QueueDemand
+from central.logic.replica_ranking import FileReplicas, RankedReplica
 from central.logic.reports import ExitCategory, ReportedOutput
+from central.logic.storage_elements import StorageElements
 from central.matcher import Resources
 from central.models.job_states import JobStatus
 from central.models.pilot_states import PilotState
@@ -21,6 +22,7 @@ from central.store.records import (
     PilotRecord,
     PilotUpdate,
     QueueStatusRecord,
+    SEHealthRecord,
     StorageElementRecord,
 )
 from gridpilot.enums import (
@@ -320,7 +322,9 @@ def queue_status_out(q: QueueStatusRecord) -> sitedirectors_pb2.QueueStatus:
 # ---- data --------------------------------------------------------------------------------------
 
 
-def storage_element(se: StorageElementRecord) -> data_pb2.StorageElement:
+def storage_element(se: StorageElementRecord, ses: StorageElements) -> data_pb2.StorageElement:
+    read_refusal, write_refusal = ses.read_refusal(se.name), ses.write_refusal(se.name)
+    health = ses.health(se.name)
     return data_pb2.StorageElement(
         name=se.name,
         site=se.site,
@@ -328,6 +332,30 @@ def storage_element(se: StorageElementRecord) -> data_pb2.StorageElement:
         url=se.url,
         read_allowed=se.read_allowed,
         write_allowed=se.write_allowed,
+        readable=read_refusal is None,
+        writable=write_refusal is None,
+        read_refusal=read_refusal or "",
+        write_refusal=write_refusal or "",
+        health=se_health(health) if health is not None else None,
+    )
+
+
+def se_health(h: SEHealthRecord) -> data_pb2.StorageElementHealth:
+    return data_pb2.StorageElementHealth(
+        available=h.available,
+        consecutive_failures=h.consecutive_failures,
+        last_probe_unix=h.last_probe,
+        last_ok_unix=h.last_ok,
+        last_error=h.last_error,
+        total_bytes=h.total_bytes,
+        free_bytes=h.free_bytes,
+        probe_seconds=h.probe_seconds,
+    )
+
+
+def _replica(r: RankedReplica) -> data_pb2.Replica:
+    return data_pb2.Replica(
+        se=r.se, url=r.url, rank_reason=r.rank_reason, cost=-1.0 if r.cost is None else r.cost
     )
 
 
@@ -336,9 +364,8 @@ def file_replicas(f: FileReplicas) -> data_pb2.FileReplicas:
         lfn=f.lfn,
         size=f.size,
         adler32=f.adler32,
-        replicas=[
-            data_pb2.Replica(se=r.se, url=r.url, rank_reason=r.rank_reason) for r in f.replicas
-        ],
+        replicas=[_replica(r) for r in f.replicas],
+        skipped=[_replica(r) for r in f.skipped],
     )
 
 
@@ -354,4 +381,8 @@ def failover_request(r: FailoverRequestRecord) -> data_pb2.FailoverRequest:
         last_error=r.last_error,
         created_unix=r.created,
         updated_unix=r.updated,
+        operation=r.operation,
+        priority=r.priority,
+        owner=r.owner,
+        next_try_unix=r.next_try,
     )

@@ -8,13 +8,17 @@ import grpc
 
 from central.logic import data
 from central.logic.access import (
+    check_job_reporter,
     check_job_token,
     check_job_visible,
     check_replica_registrations,
+    check_request_owner,
 )
 from central.logic.identity import require_caller
+from central.logic.se_costs import Transfer, record_transfers
 from central.rpc import convert
-from central.store.records import FileRecord, NewFailoverRequest
+from central.store.records import DEFAULT_PRIORITY, REPLICATE, FileRecord, NewFailoverRequest
+from gridpilot.security.claims import Role
 from gridpilot.v1 import data_pb2, data_pb2_grpc
 
 if TYPE_CHECKING:
@@ -31,7 +35,7 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
         self, request: data_pb2.ListStorageElementsRequest, context: Context
     ) -> data_pb2.ListStorageElementsResponse:
         return data_pb2.ListStorageElementsResponse(
-            storage_elements=[convert.storage_element(se) for se in self.c.ses.all()]
+            storage_elements=[convert.storage_element(se, self.c.ses) for se in self.c.ses.all()]
         )
 
     async def SetStorageElementStatus(
@@ -80,6 +84,7 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
             lfn=request.lfn,
             source_se=request.source_se,
             target_se=request.target_se,
+            priority=request.priority or DEFAULT_PRIORITY[REPLICATE],
         )
         request_id = await data.add_failover_request(c.store, c.ses, new, c.clock())
         c.wake_failover()
@@ -88,8 +93,48 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
     async def ListFailoverRequests(
         self, request: data_pb2.ListFailoverRequestsRequest, context: Context
     ) -> data_pb2.ListFailoverRequestsResponse:
-        await check_job_visible(self.c.store, require_caller(), request.job_id, "failover requests")
-        found = await data.list_failover_requests(self.c.store, request.job_id, request.status)
+        caller = require_caller()
+        ids = list(request.request_ids)
+        if not ids or request.job_id:
+            await check_job_visible(self.c.store, caller, request.job_id, "failover requests")
+        found = await data.list_failover_requests(self.c.store, request.job_id, request.status, ids)
+        if ids and not request.job_id:
+            check_request_owner(caller, found)
         return data_pb2.ListFailoverRequestsResponse(
             requests=[convert.failover_request(r) for r in found]
+        )
+
+    async def ReportDataAccess(
+        self, request: data_pb2.ReportDataAccessRequest, context: Context
+    ) -> data_pb2.ReportDataAccessResponse:
+        c, caller = self.c, require_caller()
+        reporter = caller.describe()
+        if request.transfers or caller.role is Role.JOB:
+            job = await check_job_reporter(c.store, caller, request.job_id)
+            reporter = f"job {job.job_id}"
+            transfers = [
+                Transfer(se=t.se, direction=t.direction, bytes=t.bytes, seconds=t.seconds, ok=t.ok)
+                for t in request.transfers
+            ]
+            await record_transfers(
+                c.store, c.ses, c.config, site=job.site, transfers=transfers, now=c.clock()
+            )
+        suspects = [data.SuspectReport(s.lfn, s.se, s.reason) for s in request.suspects]
+        queued = await data.report_suspects(c.store, suspects, reporter, c.clock())
+        if queued:
+            c.wake_failover()
+        return data_pb2.ReportDataAccessResponse(checks_queued=queued)
+
+    async def RemoveFiles(
+        self, request: data_pb2.RemoveFilesRequest, context: Context
+    ) -> data_pb2.RemoveFilesResponse:
+        c = self.c
+        removals = await data.remove_files(c.store, require_caller(), list(request.lfns), c.clock())
+        if any(r.request_id for r in removals):
+            c.wake_failover()
+        return data_pb2.RemoveFilesResponse(
+            results=[
+                data_pb2.FileRemoval(lfn=r.lfn, request_id=r.request_id, error=r.error)
+                for r in removals
+            ]
         )

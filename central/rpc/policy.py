@@ -67,6 +67,8 @@ POLICY: dict[str, frozenset[Role] | Access] = {
     _DATA + "ListDataset": PERSONS | {R.JOB},
     _DATA + "AddFailoverRequest": frozenset({R.JOB, R.ADMIN}),
     _DATA + "ListFailoverRequests": PERSONS,
+    _DATA + "ReportDataAccess": PERSONS | {R.JOB},
+    _DATA + "RemoveFiles": PERSONS,
     _SANDBOXES + "UploadSandbox": PERSONS | {R.JOB},
     _SANDBOXES + "DownloadSandbox": PERSONS | {R.JOB},
     # Tokens.

@@ -267,6 +267,8 @@ REPLICATE = "replicate"  # copy source_se -> target_se, verify, then drop the so
 REMOVE = "remove"  # delete the copy on target_se ("" = every copy) and its catalog entry
 CHECK = "check"  # verify the copy on target_se against the catalog; clear or keep "suspect"
 OPERATIONS = (REPLICATE, REMOVE, CHECK)
+# Default priorities: a job's parked outputs first, then users' removals, then checks.
+DEFAULT_PRIORITY = {REPLICATE: 5, REMOVE: 3, CHECK: 1}
 
 
 class NewFailoverRequest(_Record):
@@ -278,7 +280,7 @@ class NewFailoverRequest(_Record):
     source_se: str
     target_se: str
     operation: str = REPLICATE
-    priority: int = 0
+    priority: int = DEFAULT_PRIORITY[REPLICATE]
     # Who asked (a user's removal); "" for the system's own requests.
     owner: str = ""
 

@@ -28,14 +28,28 @@ class StorageElement(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     READ_ALLOWED_FIELD_NUMBER: _builtins.int
     WRITE_ALLOWED_FIELD_NUMBER: _builtins.int
+    READABLE_FIELD_NUMBER: _builtins.int
+    WRITABLE_FIELD_NUMBER: _builtins.int
+    READ_REFUSAL_FIELD_NUMBER: _builtins.int
+    WRITE_REFUSAL_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     site: _builtins.str
     protocol: _builtins.str
-    """"file", later "root" and "davs"."""
+    """"file", "root", "davs" or "https"."""
     url: _builtins.str
     """Base URL; an LFN is appended to it."""
     read_allowed: _builtins.bool
+    """The administrators' switches."""
     write_allowed: _builtins.bool
+    readable: _builtins.bool
+    """What may be done now: the switches, the probes' verdict and (writes) occupancy."""
+    writable: _builtins.bool
+    read_refusal: _builtins.str
+    """Why not, when readable/writable is false."""
+    write_refusal: _builtins.str
+    @_builtins.property
+    def health(self) -> Global___StorageElementHealth: ...
     def __init__(
         self,
         *,
@@ -45,14 +59,62 @@ class StorageElement(_message.Message):
         url: _builtins.str = ...,
         read_allowed: _builtins.bool = ...,
         write_allowed: _builtins.bool = ...,
+        readable: _builtins.bool = ...,
+        writable: _builtins.bool = ...,
+        read_refusal: _builtins.str = ...,
+        write_refusal: _builtins.str = ...,
+        health: Global___StorageElementHealth | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "protocol", b"protocol", "read_allowed", b"read_allowed", "site", b"site", "url", b"url", "write_allowed", b"write_allowed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "name", b"name", "protocol", b"protocol", "read_allowed", b"read_allowed", "read_refusal", b"read_refusal", "readable", b"readable", "site", b"site", "url", b"url", "writable", b"writable", "write_allowed", b"write_allowed", "write_refusal", b"write_refusal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StorageElement: _TypeAlias = StorageElement  # noqa: Y015
+
+@_typing.final
+class StorageElementHealth(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    LAST_PROBE_UNIX_FIELD_NUMBER: _builtins.int
+    LAST_OK_UNIX_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    FREE_BYTES_FIELD_NUMBER: _builtins.int
+    PROBE_SECONDS_FIELD_NUMBER: _builtins.int
+    available: _builtins.bool
+    """False after several failed probes in a row, true again after one that passes."""
+    consecutive_failures: _builtins.int
+    last_probe_unix: _builtins.float
+    """0: never probed."""
+    last_ok_unix: _builtins.float
+    last_error: _builtins.str
+    total_bytes: _builtins.int
+    """As the SE reports them; -1 when it does not."""
+    free_bytes: _builtins.int
+    probe_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        available: _builtins.bool = ...,
+        consecutive_failures: _builtins.int = ...,
+        last_probe_unix: _builtins.float = ...,
+        last_ok_unix: _builtins.float = ...,
+        last_error: _builtins.str = ...,
+        total_bytes: _builtins.int = ...,
+        free_bytes: _builtins.int = ...,
+        probe_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "consecutive_failures", b"consecutive_failures", "free_bytes", b"free_bytes", "last_error", b"last_error", "last_ok_unix", b"last_ok_unix", "last_probe_unix", b"last_probe_unix", "probe_seconds", b"probe_seconds", "total_bytes", b"total_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageElementHealth: _TypeAlias = StorageElementHealth  # noqa: Y015
 
 @_typing.final
 class ListStorageElementsRequest(_message.Message):
@@ -136,21 +198,27 @@ class Replica(_message.Message):
     SE_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     RANK_REASON_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
     se: _builtins.str
     url: _builtins.str
     """Full URL of this copy."""
     rank_reason: _builtins.str
-    """Why it is at this position ("local SE", "distance 10", "no distance")."""
+    """Why it is at this position ("local SE", "cost 12 s/GB (5 transfers)", "distance 10",
+    "no distance", "suspect: ..."), or why it is skipped.
+    """
+    cost: _builtins.float
+    """Estimated seconds per GB from the site; -1 when nothing is known."""
     def __init__(
         self,
         *,
         se: _builtins.str = ...,
         url: _builtins.str = ...,
         rank_reason: _builtins.str = ...,
+        cost: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rank_reason", b"rank_reason", "se", b"se", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "rank_reason", b"rank_reason", "se", b"se", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -164,11 +232,18 @@ class FileReplicas(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     ADLER32_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     lfn: _builtins.str
     size: _builtins.int
     adler32: _builtins.str
     @_builtins.property
-    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Replica]: ...
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Replica]:
+        """Best first."""
+
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedCompositeFieldContainer[Global___Replica]:
+        """Copies that may not be read now (SE disabled or failing its probes)."""
+
     def __init__(
         self,
         *,
@@ -176,10 +251,11 @@ class FileReplicas(_message.Message):
         size: _builtins.int = ...,
         adler32: _builtins.str = ...,
         replicas: _abc.Iterable[Global___Replica] | None = ...,
+        skipped: _abc.Iterable[Global___Replica] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adler32", b"adler32", "lfn", b"lfn", "replicas", b"replicas", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adler32", b"adler32", "lfn", b"lfn", "replicas", b"replicas", "size", b"size", "skipped", b"skipped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -344,10 +420,13 @@ class AddFailoverRequestRequest(_message.Message):
     LFN_FIELD_NUMBER: _builtins.int
     SOURCE_SE_FIELD_NUMBER: _builtins.int
     TARGET_SE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.int
     lfn: _builtins.str
     source_se: _builtins.str
     target_se: _builtins.str
+    priority: _builtins.int
+    """Higher first (among files; requests on one file run in the order they were made)."""
     def __init__(
         self,
         *,
@@ -355,10 +434,11 @@ class AddFailoverRequestRequest(_message.Message):
         lfn: _builtins.str = ...,
         source_se: _builtins.str = ...,
         target_se: _builtins.str = ...,
+        priority: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "lfn", b"lfn", "source_se", b"source_se", "target_se", b"target_se"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "lfn", b"lfn", "priority", b"priority", "source_se", b"source_se", "target_se", b"target_se"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -397,6 +477,10 @@ class FailoverRequest(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     CREATED_UNIX_FIELD_NUMBER: _builtins.int
     UPDATED_UNIX_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    NEXT_TRY_UNIX_FIELD_NUMBER: _builtins.int
     request_id: _builtins.int
     job_id: _builtins.int
     lfn: _builtins.str
@@ -408,6 +492,12 @@ class FailoverRequest(_message.Message):
     last_error: _builtins.str
     created_unix: _builtins.float
     updated_unix: _builtins.float
+    operation: _builtins.str
+    """"replicate", "remove" or "check"."""
+    priority: _builtins.int
+    owner: _builtins.str
+    """Who asked ("" for the system's own requests)."""
+    next_try_unix: _builtins.float
     def __init__(
         self,
         *,
@@ -421,10 +511,14 @@ class FailoverRequest(_message.Message):
         last_error: _builtins.str = ...,
         created_unix: _builtins.float = ...,
         updated_unix: _builtins.float = ...,
+        operation: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        owner: _builtins.str = ...,
+        next_try_unix: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_unix", b"created_unix", "job_id", b"job_id", "last_error", b"last_error", "lfn", b"lfn", "request_id", b"request_id", "source_se", b"source_se", "status", b"status", "target_se", b"target_se", "updated_unix", b"updated_unix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_unix", b"created_unix", "job_id", b"job_id", "last_error", b"last_error", "lfn", b"lfn", "next_try_unix", b"next_try_unix", "operation", b"operation", "owner", b"owner", "priority", b"priority", "request_id", b"request_id", "source_se", b"source_se", "status", b"status", "target_se", b"target_se", "updated_unix", b"updated_unix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -436,17 +530,23 @@ class ListFailoverRequestsRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    REQUEST_IDS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.int
     status: _builtins.str
+    @_builtins.property
+    def request_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """These requests only (e.g. the ones RemoveFiles answered with)."""
+
     def __init__(
         self,
         *,
         job_id: _builtins.int = ...,
         status: _builtins.str = ...,
+        request_ids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "request_ids", b"request_ids", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -471,3 +571,181 @@ class ListFailoverRequestsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListFailoverRequestsResponse: _TypeAlias = ListFailoverRequestsResponse  # noqa: Y015
+
+@_typing.final
+class TransferSample(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SE_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    se: _builtins.str
+    direction: _builtins.str
+    """"read" (stage-in, download) or "write" (stage-out, upload)."""
+    bytes: _builtins.int
+    seconds: _builtins.float
+    ok: _builtins.bool
+    error: _builtins.str
+    def __init__(
+        self,
+        *,
+        se: _builtins.str = ...,
+        direction: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+        seconds: _builtins.float = ...,
+        ok: _builtins.bool = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "direction", b"direction", "error", b"error", "ok", b"ok", "se", b"se", "seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferSample: _TypeAlias = TransferSample  # noqa: Y015
+
+@_typing.final
+class SuspectReplica(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LFN_FIELD_NUMBER: _builtins.int
+    SE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    lfn: _builtins.str
+    se: _builtins.str
+    reason: _builtins.str
+    """What the reader found, e.g. "adler32 1a2b3c4d != catalog adler32 5e6f7a8b"."""
+    def __init__(
+        self,
+        *,
+        lfn: _builtins.str = ...,
+        se: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lfn", b"lfn", "reason", b"reason", "se", b"se"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspectReplica: _TypeAlias = SuspectReplica  # noqa: Y015
+
+@_typing.final
+class ReportDataAccessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TRANSFERS_FIELD_NUMBER: _builtins.int
+    SUSPECTS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.int
+    """A job reports for its own job (its site is the job's); people report suspects only."""
+    @_builtins.property
+    def transfers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransferSample]: ...
+    @_builtins.property
+    def suspects(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuspectReplica]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.int = ...,
+        transfers: _abc.Iterable[Global___TransferSample] | None = ...,
+        suspects: _abc.Iterable[Global___SuspectReplica] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "suspects", b"suspects", "transfers", b"transfers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportDataAccessRequest: _TypeAlias = ReportDataAccessRequest  # noqa: Y015
+
+@_typing.final
+class ReportDataAccessResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKS_QUEUED_FIELD_NUMBER: _builtins.int
+    checks_queued: _builtins.int
+    """Suspect reports that queued a check (the others were known already or not replicas)."""
+    def __init__(
+        self,
+        *,
+        checks_queued: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks_queued", b"checks_queued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportDataAccessResponse: _TypeAlias = ReportDataAccessResponse  # noqa: Y015
+
+@_typing.final
+class RemoveFilesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LFNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lfns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        lfns: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lfns", b"lfns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveFilesRequest: _TypeAlias = RemoveFilesRequest  # noqa: Y015
+
+@_typing.final
+class FileRemoval(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LFN_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    lfn: _builtins.str
+    request_id: _builtins.int
+    """The data request that removes it (0 when refused)."""
+    error: _builtins.str
+    """Why it was refused ("" when queued)."""
+    def __init__(
+        self,
+        *,
+        lfn: _builtins.str = ...,
+        request_id: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "lfn", b"lfn", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileRemoval: _TypeAlias = FileRemoval  # noqa: Y015
+
+@_typing.final
+class RemoveFilesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileRemoval]:
+        """One per LFN, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___FileRemoval] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveFilesResponse: _TypeAlias = RemoveFilesResponse  # noqa: Y015

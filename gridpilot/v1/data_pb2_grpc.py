@@ -69,6 +69,16 @@ class DataServiceStub:
                 request_serializer=gridpilot_dot_v1_dot_data__pb2.ListFailoverRequestsRequest.SerializeToString,
                 response_deserializer=gridpilot_dot_v1_dot_data__pb2.ListFailoverRequestsResponse.FromString,
                 _registered_method=True)
+        self.ReportDataAccess = channel.unary_unary(
+                '/gridpilot.v1.DataService/ReportDataAccess',
+                request_serializer=gridpilot_dot_v1_dot_data__pb2.ReportDataAccessRequest.SerializeToString,
+                response_deserializer=gridpilot_dot_v1_dot_data__pb2.ReportDataAccessResponse.FromString,
+                _registered_method=True)
+        self.RemoveFiles = channel.unary_unary(
+                '/gridpilot.v1.DataService/RemoveFiles',
+                request_serializer=gridpilot_dot_v1_dot_data__pb2.RemoveFilesRequest.SerializeToString,
+                response_deserializer=gridpilot_dot_v1_dot_data__pb2.RemoveFilesResponse.FromString,
+                _registered_method=True)
 
 
 class DataServiceServicer:
@@ -117,6 +127,22 @@ class DataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportDataAccess(self, request, context):
+        """What readers and writers saw: transfer rates (to learn each site's SE costs) and copies
+        whose checksum did not match (marked suspect, then checked by central).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveFiles(self, request, context):
+        """Remove files from their SEs and the catalog, as data requests ordered after any other
+        request on the same file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +180,16 @@ def add_DataServiceServicer_to_server(servicer, server):
                     servicer.ListFailoverRequests,
                     request_deserializer=gridpilot_dot_v1_dot_data__pb2.ListFailoverRequestsRequest.FromString,
                     response_serializer=gridpilot_dot_v1_dot_data__pb2.ListFailoverRequestsResponse.SerializeToString,
+            ),
+            'ReportDataAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportDataAccess,
+                    request_deserializer=gridpilot_dot_v1_dot_data__pb2.ReportDataAccessRequest.FromString,
+                    response_serializer=gridpilot_dot_v1_dot_data__pb2.ReportDataAccessResponse.SerializeToString,
+            ),
+            'RemoveFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveFiles,
+                    request_deserializer=gridpilot_dot_v1_dot_data__pb2.RemoveFilesRequest.FromString,
+                    response_serializer=gridpilot_dot_v1_dot_data__pb2.RemoveFilesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,6 +381,60 @@ class DataService:
             '/gridpilot.v1.DataService/ListFailoverRequests',
             gridpilot_dot_v1_dot_data__pb2.ListFailoverRequestsRequest.SerializeToString,
             gridpilot_dot_v1_dot_data__pb2.ListFailoverRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportDataAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridpilot.v1.DataService/ReportDataAccess',
+            gridpilot_dot_v1_dot_data__pb2.ReportDataAccessRequest.SerializeToString,
+            gridpilot_dot_v1_dot_data__pb2.ReportDataAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridpilot.v1.DataService/RemoveFiles',
+            gridpilot_dot_v1_dot_data__pb2.RemoveFilesRequest.SerializeToString,
+            gridpilot_dot_v1_dot_data__pb2.RemoveFilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,14 @@ class DataServiceStub:
     ListDataset: _grpc.UnaryUnaryMultiCallable[_data_pb2.ListDatasetRequest, _data_pb2.ListDatasetResponse]
     AddFailoverRequest: _grpc.UnaryUnaryMultiCallable[_data_pb2.AddFailoverRequestRequest, _data_pb2.AddFailoverRequestResponse]
     ListFailoverRequests: _grpc.UnaryUnaryMultiCallable[_data_pb2.ListFailoverRequestsRequest, _data_pb2.ListFailoverRequestsResponse]
+    ReportDataAccess: _grpc.UnaryUnaryMultiCallable[_data_pb2.ReportDataAccessRequest, _data_pb2.ReportDataAccessResponse]
+    """What readers and writers saw: transfer rates (to learn each site's SE costs) and copies
+    whose checksum did not match (marked suspect, then checked by central).
+    """
+    RemoveFiles: _grpc.UnaryUnaryMultiCallable[_data_pb2.RemoveFilesRequest, _data_pb2.RemoveFilesResponse]
+    """Remove files from their SEs and the catalog, as data requests ordered after any other
+    request on the same file.
+    """
 
 @_typing.type_check_only
 class DataServiceAsyncStub(DataServiceStub):
@@ -51,6 +59,14 @@ class DataServiceAsyncStub(DataServiceStub):
     ListDataset: _aio.UnaryUnaryMultiCallable[_data_pb2.ListDatasetRequest, _data_pb2.ListDatasetResponse]  # type: ignore[assignment]
     AddFailoverRequest: _aio.UnaryUnaryMultiCallable[_data_pb2.AddFailoverRequestRequest, _data_pb2.AddFailoverRequestResponse]  # type: ignore[assignment]
     ListFailoverRequests: _aio.UnaryUnaryMultiCallable[_data_pb2.ListFailoverRequestsRequest, _data_pb2.ListFailoverRequestsResponse]  # type: ignore[assignment]
+    ReportDataAccess: _aio.UnaryUnaryMultiCallable[_data_pb2.ReportDataAccessRequest, _data_pb2.ReportDataAccessResponse]  # type: ignore[assignment]
+    """What readers and writers saw: transfer rates (to learn each site's SE costs) and copies
+    whose checksum did not match (marked suspect, then checked by central).
+    """
+    RemoveFiles: _aio.UnaryUnaryMultiCallable[_data_pb2.RemoveFilesRequest, _data_pb2.RemoveFilesResponse]  # type: ignore[assignment]
+    """Remove files from their SEs and the catalog, as data requests ordered after any other
+    request on the same file.
+    """
 
 class DataServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -102,5 +118,25 @@ class DataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _data_pb2.ListFailoverRequestsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_data_pb2.ListFailoverRequestsResponse, _abc.Awaitable[_data_pb2.ListFailoverRequestsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReportDataAccess(
+        self,
+        request: _data_pb2.ReportDataAccessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.ReportDataAccessResponse, _abc.Awaitable[_data_pb2.ReportDataAccessResponse]]:
+        """What readers and writers saw: transfer rates (to learn each site's SE costs) and copies
+        whose checksum did not match (marked suspect, then checked by central).
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveFiles(
+        self,
+        request: _data_pb2.RemoveFilesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.RemoveFilesResponse, _abc.Awaitable[_data_pb2.RemoveFilesResponse]]:
+        """Remove files from their SEs and the catalog, as data requests ordered after any other
+        request on the same file.
+        """
 
 def add_DataServiceServicer_to_server(servicer: DataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

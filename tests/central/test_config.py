@@ -111,8 +111,8 @@ def _base() -> dict[str, object]:
             "storage element 'SE1' names unknown site 'S9'",
         ),
         (
-            {"storage_elements": [{"name": "SE1", "site": "S1", "url": "root://host//a"}]},
-            "storage element 'SE1' has unsupported URL 'root://host//a'",
+            {"storage_elements": [{"name": "SE1", "site": "S1", "url": "gsiftp://host//a"}]},
+            "storage element 'SE1' has unsupported URL 'gsiftp://host//a'",
         ),
         (
             {"sites": [{"name": "S1", "local_ses": ["SE1", "GHOST-SE"]}]},
@@ -126,6 +126,11 @@ def _base() -> dict[str, object]:
         ({"distances": {"S1": {"X-SE": 1}}}, "distances.S1: unknown storage element 'X-SE'"),
         ({"distances": {"S1": {"SE1": -1}}}, "distances.S1.SE1: negative distance -1"),
         ({"failover": {"ses": ["F-SE"]}}, "failover.ses: unknown storage element 'F-SE'"),
+        ({"storage": {"probe_failures": 0}}, "storage.probe_failures must be at least 1"),
+        ({"storage": {"full_threshold": 1.5}}, "storage.full_threshold must be in (0, 1]"),
+        ({"storage": {"probe_dir": "probes"}}, "storage.probe_dir must be an LFN directory"),
+        ({"storage": {"cost_alpha": 0}}, "storage.cost_alpha must be in (0, 1]"),
+        ({"storage": {"probe_period": -1}}, "storage.probe_period must not be negative"),
         ({"central": {"heartbeat_period": 0}}, "central.heartbeat_period must be positive"),
         ({"central": {"failover_period": -1}}, "central.failover_period must be positive"),
         (

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from central.config import CentralConfig
-from central.logic.data import StorageElements
 from central.logic.heartbeats import HeartbeatBuffer
 from central.logic.identity import Caller
 from central.logic.matching import SlotReleaser
 from central.logic.pilot_flow import Assignment, register_pilot, request_job
 from central.logic.sessions import SessionRegistry
+from central.logic.storage_elements import StorageElements
 from central.logic.submission import submit_jobs
 from central.logic.transitions import TransitionBatcher
 from central.matcher import Resources, TaskQueues

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from central.logic.data import StorageElements, rank_replicas
+from central.logic.replica_ranking import rank_file
+from central.logic.storage_elements import StorageElements
 from central.store.records import FileRecord, StorageElementRecord
 from tests.support.central_process import SITE
 from tests.support.inprocess import make_config
@@ -37,7 +38,7 @@ def test_rank_replicas_order_and_reasons(tmp_path: Path) -> None:
         ("E", "OTHER", False),
     )
     file = FileRecord(lfn="/x/f", size=1, adler32="1", ses=("E", "C", "X", "D", "B", "A"))
-    ranked = rank_replicas(file, SITE, config, ses)
+    ranked = rank_file(file, SITE, config, ses).replicas
     assert [(r.se, r.rank_reason) for r in ranked] == [
         ("B", "local SE"),
         ("A", "local SE"),
@@ -45,6 +46,6 @@ def test_rank_replicas_order_and_reasons(tmp_path: Path) -> None:
         ("C", "distance 7.5"),
     ]
     assert ranked[0].url == "file:///se/B/x/f"
-    plain = rank_replicas(file, "", config, ses)
+    plain = rank_file(file, "", config, ses).replicas
     assert [r.se for r in plain] == ["C", "D", "B", "A"]
     assert {r.rank_reason for r in plain} == {"catalog order"}

@@ -55,6 +55,8 @@ EXPECTED: dict[str, str] = {
     "DataService.ListDataset": P + " job",
     "DataService.AddFailoverRequest": "job admin",
     "DataService.ListFailoverRequests": P,
+    "DataService.ReportDataAccess": P + " job",
+    "DataService.RemoveFiles": P,
     "SandboxService.UploadSandbox": P + " job",
     "SandboxService.DownloadSandbox": P + " job",
     "AuthService.IssueToken": "(self-authenticating)",
