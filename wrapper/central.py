@@ -206,6 +206,13 @@ class CentralConnection:
         )
         return list(response.files)
 
+    def report_data_access(self, request: data_pb2.ReportDataAccessRequest) -> None:
+        self.call(
+            "ReportDataAccess",
+            lambda: self._data.ReportDataAccess(request, timeout=RPC_TIMEOUT),
+            budget=STATUS_REPORT_BUDGET,
+        )
+
     def download_sandbox(self, sandbox_id: str, dest: Path) -> int:
         """Stream the sandbox into `dest` (restarting on transient failures); bytes written."""
 

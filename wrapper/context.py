@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError
 
 from gridpilot.v1 import data_pb2, pilots_pb2
 from wrapper.central import CentralConnection
+from wrapper.data_access import DataAccessLog
 from wrapper.options import WrapperOptions
 
 JOB_FILE = "job.pb"
@@ -47,6 +48,7 @@ class JobContext:
     # Names (relative to the work dir) present before the payload ran: never outputs.
     input_names: set[str] = field(default_factory=set)
     input_data_names: list[str] = field(default_factory=list)
+    data_access: DataAccessLog = field(default_factory=DataAccessLog)
     _storage_elements: dict[str, data_pb2.StorageElement] | None = None
 
     @property

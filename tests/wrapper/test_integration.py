@@ -128,9 +128,18 @@ def test_corrupted_replica_skipped_for_next(grid: Grid) -> None:
     assert grid.run_wrapper(matched) == 0, grid.logs(matched)
     assert grid.get_job(matched.job_id).job.status == S.JOB_STATUS_DONE, grid.logs(matched)
     log = (grid.job_dir(matched) / "wrapper.log").read_text()
-    assert f"stagein.replica_failed lfn={lfn} se={LOCAL_SE}" in log
+    assert f"stagein.bad_replica lfn={lfn} se={LOCAL_SE}" in log
     assert f"stagein.done lfn={lfn} se={OTHER_SE}" in log
     assert (grid.job_dir(matched) / "work" / "input2.root").read_bytes() == data
+    # Central heard of the bad copy: it is read last from now on; its check (which may have
+    # run already) confirms it.
+    [file] = grid.data.GetReplicas(
+        data_pb2.GetReplicasRequest(lfns=[lfn], site=SITE), timeout=10
+    ).files
+    assert [r.se for r in file.replicas] == [OTHER_SE, LOCAL_SE]
+    reason = file.replicas[1].rank_reason
+    assert reason.startswith("suspect: ")
+    assert f"reported by job {matched.job_id}" in reason or "confirmed: adler32" in reason
 
 
 def test_no_good_replica_fails_as_input_data_unavailable(grid: Grid) -> None:

@@ -1,8 +1,10 @@
 """Step 3: stage in the input files, trying each file's replicas best-first.
 
-Central orders replicas for the site (local SEs, then by distance). A replica is used only
-when the downloaded copy has the catalog's size and adler32; any failure moves on to the next
-replica. A file with no usable replica fails the job as input data unavailable.
+Central orders replicas for the site (local SEs, then by learned cost or distance). A replica
+is used only when the downloaded copy has the catalog's size and adler32; any failure moves
+on to the next replica, and a copy that does not match is reported to central as suspect.
+Every download is timed for central (it learns the site's SE costs from them). A file with no
+usable replica fails the job as input data unavailable.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from gridpilot.logs import get_logger
 from gridpilot.v1 import data_pb2
 from wrapper.central import CentralError
 from wrapper.context import JobContext
+from wrapper.data_access import DataAccessLog
 from wrapper.errors import ExitCategory, JobFailure
 from wrapper.se import StorageError, StoragePlugin, open_storage
 
@@ -81,14 +84,28 @@ def stage_in_file(
     dest: Path,
     se_urls: Mapping[str, str],
     opener: Opener = open_storage,
+    *,
+    access: DataAccessLog | None = None,
 ) -> str:
     """Download one LFN to `dest` from the first replica that works; the SE used."""
     found, attempts = candidates(file, se_urls)
+    access = access if access is not None else DataAccessLog()
     for candidate in found:
         try:
-            opener(candidate.base_url).download(file.lfn, dest)
+            storage = opener(candidate.base_url)
+            try:
+                with access.transfer(candidate.se, "read", file.size):
+                    storage.download(file.lfn, dest)
+            finally:
+                storage.close()
             verify_copy(dest, file.size, file.adler32)
-        except (StorageError, VerificationError, OSError) as exc:
+        except VerificationError as exc:
+            dest.unlink(missing_ok=True)
+            access.suspect(file.lfn, candidate.se, str(exc))
+            attempts.append(f"{candidate.se}: {exc}")
+            log.error("stagein.bad_replica", lfn=file.lfn, se=candidate.se, error=str(exc))
+            continue
+        except (StorageError, OSError) as exc:
             dest.unlink(missing_ok=True)
             attempts.append(f"{candidate.se}: {exc}")
             log.warning("stagein.replica_failed", lfn=file.lfn, se=candidate.se, error=str(exc))
@@ -130,7 +147,7 @@ def stage_in(ctx: JobContext, opener: Opener = open_storage) -> list[str]:
         if file is None:
             raise JobFailure(unavailable, f"{lfn} is not in the replica catalog")
         try:
-            se = stage_in_file(file, ctx.work_dir / name, se_urls, opener)
+            se = stage_in_file(file, ctx.work_dir / name, se_urls, opener, access=ctx.data_access)
         except StageInError as exc:
             raise JobFailure(unavailable, str(exc)) from exc
         log.info("stagein.done", lfn=lfn, se=se, size=file.size, **ctx.ids)

@@ -16,6 +16,7 @@ from gridpilot.checksum import adler32_of_file
 from gridpilot.logs import get_logger
 from gridpilot.v1 import data_pb2, pilots_pb2
 from wrapper.context import JobContext
+from wrapper.data_access import DataAccessLog
 from wrapper.errors import ExitCategory, JobFailure
 from wrapper.se import StorageError, StoragePlugin, open_storage
 
@@ -84,19 +85,26 @@ def upload_targets(
         se = registry.get(name)
         if se is None:
             targets.append(Target(name, None, "unknown storage element"))
-        elif not se.write_allowed:
-            targets.append(Target(name, se.url, "writes disabled centrally"))
+        elif not se.writable:
+            targets.append(Target(name, se.url, se.write_refusal or "takes no writes"))
         else:
             targets.append(Target(name, se.url))
     return targets
 
 
 def upload_file(
-    local: Path, lfn: str, targets: list[Target], destination_se: str, opener: Opener = open_storage
+    local: Path,
+    lfn: str,
+    targets: list[Target],
+    destination_se: str,
+    opener: Opener = open_storage,
+    *,
+    access: DataAccessLog | None = None,
 ) -> pilots_pb2.OutputFile:
     """Store `local` as `lfn` on the first target that takes and verifies it."""
     size = local.stat().st_size
     adler32 = adler32_of_file(local)
+    access = access if access is not None else DataAccessLog()
     attempts: list[str] = []
     for target in targets:
         if target.refusal is not None or target.base_url is None:
@@ -104,7 +112,8 @@ def upload_file(
             continue
         try:
             storage = opener(target.base_url)
-            storage.upload(local, lfn)
+            with access.transfer(target.se, "write", size):
+                storage.upload(local, lfn)
             stored_size, stored_sum = storage.stat(lfn), storage.checksum(lfn)
         except StorageError as exc:
             attempts.append(f"{target.se}: {exc}")
@@ -149,7 +158,7 @@ def stage_out(ctx: JobContext, opener: Opener = open_storage) -> list[pilots_pb2
     for path in files:
         try:
             lfn = output_lfn(spec.owner, spec.project, path.name, job.job_id, job.attempt)
-            out = upload_file(path, lfn, targets, job.output_se, opener)
+            out = upload_file(path, lfn, targets, job.output_se, opener, access=ctx.data_access)
         except (ValueError, UploadError, OSError) as exc:
             errors.append(str(exc))
             log.error("stageout.failed", file=path.name, error=str(exc), **ctx.ids)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gridpilot.logs import get_logger
 from gridpilot.v1 import common_pb2, pilots_pb2
+from wrapper.central import CentralError
 from wrapper.context import REPORT_DONE, JobContext
 
 log = get_logger(__name__)
@@ -59,6 +60,18 @@ def write_report_done(job_dir: Path, status: str) -> Path:
     return path
 
 
+def _report_data_access(ctx: JobContext) -> None:
+    """Transfer times and suspect copies, before the final report; losing them costs only
+    what central would have learned, so a failure here never fails the job."""
+    request = ctx.data_access.request(ctx.job.job_id)
+    if request is None:
+        return
+    try:
+        ctx.central.report_data_access(request)
+    except CentralError as exc:
+        log.warning("job.data_access_not_reported", error=str(exc), **ctx.ids)
+
+
 def send_final_report(ctx: JobContext, outcome: Outcome, output_sandbox: str) -> str:
     """FinishJob (retried while central is unreachable); the job status central answered.
 
@@ -71,6 +84,7 @@ def send_final_report(ctx: JobContext, outcome: Outcome, output_sandbox: str) ->
             "Reporting",
             budget=ctx.options.central_retry_seconds,
         )
+    _report_data_access(ctx)
     request = finish_request(ctx.job.job_id, ctx.job.attempt, outcome, output_sandbox)
     status = ctx.central.finish_job(request)
     status_name = common_pb2.JobStatus.Name(status).removeprefix("JOB_STATUS_").capitalize()

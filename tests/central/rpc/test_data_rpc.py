@@ -6,8 +6,11 @@ from typing import Any
 import grpc
 import pytest
 
+from central.store.records import SEHealthRecord
 from gridpilot.v1 import data_pb2
-from tests.support.central_process import SITE
+from tests.central.rpc.pilot_helpers import register, request_job
+from tests.central.rpc.test_jobs_rpc import spec, submit
+from tests.support.central_process import CE, QUEUE, SITE
 from tests.support.inprocess import inprocess_central, run
 
 LFN = "/belle/data/run1/f1.root"
@@ -128,5 +131,135 @@ def test_register_conflicts_and_failover_requests(tmp_path: Path) -> None:
                     data_pb2.ListFailoverRequestsRequest(status="Bogus")
                 )
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    run(body())
+
+
+GB = 1_000_000_000
+
+
+def test_a_jobs_transfers_teach_its_site_and_its_suspects_are_checked(tmp_path: Path) -> None:
+    overrides = _overrides(tmp_path)
+    overrides["sites"][0]["ces"] = [{"name": CE, "queues": [QUEUE]}]
+
+    async def body() -> None:
+        async with inprocess_central(tmp_path, overrides) as env:
+            await env.data.RegisterReplicas(
+                data_pb2.RegisterReplicasRequest(
+                    replicas=[
+                        data_pb2.ReplicaRegistration(lfn=LFN, se=se, size=10, adler32="0000000a")
+                        for se in ("NEAR-SE", "MID-SE")
+                    ]
+                )
+            )
+            await submit(env, spec())
+            pilot_id = await register(env)
+            matched = await request_job(env, pilot_id)
+            assert matched is not None
+            job_md = env.bearer(matched.job_token)
+            # NEAR-SE (distance 5) turns out slow from this site: 100 s/GB.
+            await env.data.ReportDataAccess(
+                data_pb2.ReportDataAccessRequest(
+                    job_id=matched.job_id,
+                    transfers=[
+                        data_pb2.TransferSample(
+                            se="NEAR-SE", direction="read", bytes=GB, seconds=100, ok=True
+                        )
+                    ],
+                ),
+                metadata=job_md,
+            )
+            reply = await env.data.GetReplicas(data_pb2.GetReplicasRequest(lfns=[LFN], site=SITE))
+            replicas = reply.files[0].replicas
+            assert [r.se for r in replicas] == ["MID-SE", "NEAR-SE"]
+            assert replicas[1].rank_reason == "cost 33.5 s/GB (1 transfers)"
+            assert replicas[1].cost == pytest.approx(33.5)
+            # A suspect copy: marked, and a check is queued (once).
+            suspect = data_pb2.SuspectReplica(lfn=LFN, se="MID-SE", reason="adler32 mismatch")
+            request = data_pb2.ReportDataAccessRequest(job_id=matched.job_id, suspects=[suspect])
+            first = await env.data.ReportDataAccess(request, metadata=job_md)
+            again = await env.data.ReportDataAccess(request, metadata=env.as_user("alice"))
+            assert (first.checks_queued, again.checks_queued) == (1, 0)
+            # Another job's token may not report for this job; people report no transfers.
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await env.data.ReportDataAccess(
+                    data_pb2.ReportDataAccessRequest(job_id=matched.job_id + 1),
+                    metadata=job_md,
+                )
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await env.data.ReportDataAccess(
+                    data_pb2.ReportDataAccessRequest(
+                        job_id=matched.job_id,
+                        transfers=[data_pb2.TransferSample(se="NEAR-SE", bytes=GB, seconds=1)],
+                    ),
+                    metadata=env.as_user("alice"),
+                )
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "only a job's wrapper" in (err.value.details() or "")
+
+    run(body())
+
+
+def test_remove_files_per_file_results_and_own_requests(tmp_path: Path) -> None:
+    mine = "/belle/user/alice/p/f.root"
+
+    async def body() -> None:
+        async with inprocess_central(tmp_path, _overrides(tmp_path)) as env:
+            await env.data.RegisterReplicas(
+                data_pb2.RegisterReplicasRequest(
+                    replicas=[
+                        data_pb2.ReplicaRegistration(lfn=lfn, se="LOCAL-SE", size=1, adler32="1")
+                        for lfn in (mine, LFN)
+                    ]
+                )
+            )
+            alice = env.as_user("alice")
+            reply = await env.data.RemoveFiles(
+                data_pb2.RemoveFilesRequest(lfns=[mine, LFN, "/belle/user/alice/none"]),
+                metadata=alice,
+            )
+            results = list(reply.results)
+            assert [r.lfn for r in results] == [mine, LFN, "/belle/user/alice/none"]
+            assert results[0].request_id > 0
+            assert results[0].error == ""
+            assert "may remove files only under /belle/user/alice/" in results[1].error
+            assert results[2].error == "not in the catalog"
+            listed = await env.data.ListFailoverRequests(
+                data_pb2.ListFailoverRequestsRequest(request_ids=[results[0].request_id]),
+                metadata=alice,
+            )
+            [request] = listed.requests
+            assert (request.operation, request.owner, request.lfn) == ("remove", "alice", mine)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await env.data.ListFailoverRequests(
+                    data_pb2.ListFailoverRequestsRequest(request_ids=[results[0].request_id]),
+                    metadata=env.as_user("bob"),
+                )
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    run(body())
+
+
+def test_storage_elements_show_their_health(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with inprocess_central(tmp_path, _overrides(tmp_path)) as env:
+            env.central.ses.set_health(
+                SEHealthRecord(
+                    se="LOCAL-SE", available=True, last_probe=5.0, total_bytes=100, free_bytes=1
+                )
+            )
+            listed = await env.data.ListStorageElements(data_pb2.ListStorageElementsRequest())
+            by_name = {se.name: se for se in listed.storage_elements}
+            local = by_name["LOCAL-SE"]
+            assert (local.readable, local.writable) == (True, False)
+            assert local.write_refusal == "full: 99% used (no new writes above 95%)"
+            assert (local.health.total_bytes, local.health.free_bytes) == (100, 1)
+            down = by_name["DOWN-SE"]
+            assert (down.readable, down.read_refusal) == (
+                False,
+                "reads disabled by an administrator",
+            )
+            assert not by_name["FAR-SE"].HasField("health")
 
     run(body())

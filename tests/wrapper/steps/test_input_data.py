@@ -6,6 +6,7 @@ import pytest
 
 from gridpilot.checksum import adler32_of_bytes
 from gridpilot.v1 import data_pb2
+from wrapper.data_access import DataAccessLog
 from wrapper.steps.input_data import (
     StageInError,
     VerificationError,
@@ -65,8 +66,27 @@ def test_corrupted_and_missing_replicas_are_skipped(tmp_path: Path) -> None:
         "GOOD": make_se(tmp_path, "good", DATA),
     }
     dest = tmp_path / "work" / "file1.root"
-    assert stage_in_file(replicas("MISSING", "CORRUPT", "SHORT", "GOOD"), dest, urls) == "GOOD"
+    access = DataAccessLog()
+    file = replicas("MISSING", "CORRUPT", "SHORT", "GOOD")
+    assert stage_in_file(file, dest, urls, access=access) == "GOOD"
     assert dest.read_bytes() == DATA
+    # Every download is timed for central; the copies that did not match are suspect.
+    assert [(t.se, t.direction, t.ok) for t in access.transfers] == [
+        ("MISSING", "read", False),
+        ("CORRUPT", "read", True),
+        ("SHORT", "read", True),
+        ("GOOD", "read", True),
+    ]
+    assert all(t.bytes == len(DATA) and t.seconds >= 0 for t in access.transfers)
+    assert "not found" in access.transfers[0].error
+    assert [(r.lfn, r.se) for r in access.suspects] == [(file.lfn, "CORRUPT"), (file.lfn, "SHORT")]
+    assert access.suspects[0].reason.startswith("adler32 ")
+    assert access.suspects[1].reason.startswith("size ")
+    request = access.request(job_id=7)
+    assert request is not None
+    assert request.job_id == 7
+    assert len(request.transfers) == 4
+    assert DataAccessLog().request(job_id=7) is None
 
 
 def test_no_usable_replica(tmp_path: Path) -> None:

@@ -51,7 +51,17 @@ def test_find_outputs_skips_inputs_dirs_and_non_matching(tmp_path: Path) -> None
 
 
 def _se(name: str, url: str, write: bool = True) -> data_pb2.StorageElement:
-    return data_pb2.StorageElement(name=name, url=url, write_allowed=write, read_allowed=True)
+    """An SE as central lists it; not writable as when its writes were disabled centrally."""
+    refusal = "" if write else "writes disabled by an administrator"
+    return data_pb2.StorageElement(
+        name=name,
+        url=url,
+        write_allowed=write,
+        read_allowed=True,
+        readable=True,
+        writable=write,
+        write_refusal=refusal,
+    )
 
 
 def test_upload_targets_order_and_refusals() -> None:
@@ -63,7 +73,7 @@ def test_upload_targets_order_and_refusals() -> None:
     targets = upload_targets("DEST", ["RO", "DEST", "NOPE", "FO"], registry)
     assert targets == [
         Target("DEST", "file:///d"),
-        Target("RO", "file:///ro", "writes disabled centrally"),
+        Target("RO", "file:///ro", "writes disabled by an administrator"),
         Target("NOPE", None, "unknown storage element"),
         Target("FO", "file:///fo"),
     ]
@@ -102,7 +112,7 @@ def test_failover_when_destination_refuses(tmp_path: Path, output: Path) -> None
     failover = _se_dir(tmp_path, "failover")
     targets = [
         Target("DEST", f"file://{dest}"),
-        Target("RO", "file:///ro", "writes disabled centrally"),
+        Target("RO", "file:///ro", "writes disabled by an administrator"),
         Target("FO", f"file://{failover}"),
     ]
     out = upload_file(output, LFN, targets, "DEST")
@@ -167,5 +177,5 @@ def test_stage_out_fails_when_no_se_takes_the_file(tmp_path: Path) -> None:
     finally:
         ctx.central.close()
     assert info.value.category == common_pb2.ExitCategory.EXIT_CATEGORY_UPLOAD_FAILED
-    assert "FO: writes disabled centrally" in info.value.message
+    assert "FO: writes disabled by an administrator" in info.value.message
     assert info.value.outputs == []
