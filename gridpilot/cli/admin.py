@@ -123,7 +123,11 @@ def _ses(args: argparse.Namespace) -> int:
     out = console()
     if ses:
         out.print(se_table(ses))
-    out.print(f"{len(ses)} storage element(s)")
+    unreadable = sum(not se.readable for se in ses)
+    unwritable = sum(not se.writable for se in ses)
+    out.print(
+        f"{len(ses)} storage element(s), {unreadable} not readable, {unwritable} not writable"
+    )
     return EXIT_OK
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gridpilot.cli.common import CliError
 from gridpilot.client import CentralClient, CentralRequestError
 from gridpilot.v1 import data_pb2
@@ -18,3 +20,22 @@ def list_dataset(client: CentralClient, lpn: str) -> list[data_pb2.FileReplicas]
     if not response.files:
         raise CliError(f"dataset {lpn} is unknown or empty")
     return list(response.files)
+
+
+# GetReplicas requests stay small however many files are asked about.
+REPLICA_BATCH = 1000
+
+
+def get_replicas(
+    client: CentralClient, lfns: Sequence[str], site: str = ""
+) -> list[data_pb2.FileReplicas]:
+    """The catalog's answer for each known LFN (unknown ones are left out), replicas ordered
+    best first for `site` (catalog order without one), skipped copies with their reason."""
+    found: list[data_pb2.FileReplicas] = []
+    for start in range(0, len(lfns), REPLICA_BATCH):
+        response: data_pb2.GetReplicasResponse = client.call(
+            client.data.GetReplicas,
+            data_pb2.GetReplicasRequest(lfns=lfns[start : start + REPLICA_BATCH], site=site),
+        )
+        found.extend(response.files)
+    return found

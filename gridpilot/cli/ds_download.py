@@ -1,7 +1,10 @@
 """Download a dataset's files, best replica first, verifying every copy (used by gb2_ds_get).
 
 Pure of any CLI concerns: the caller supplies the files (with their catalog size and adler32),
-the replicas ordered for its site and the SE base URLs, and gets one outcome per file.
+the replicas ordered for its site and the SE base URLs, and gets one outcome per file, with
+the copies that downloaded but did not match the catalog (for the caller to report as suspect).
+A download is resumable: files already present and verified are skipped, and the temporaries an
+interrupted run left behind are removed by `remove_stale_partials`.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from pathlib import Path, PurePosixPath
 
 from gridpilot.checksum import adler32_of_file
 from gridpilot.logs import get_logger
-from wrapper.se import StorageError, open_storage
+from wrapper.se import StorageError, StoragePlugin, open_storage
 
 log = get_logger(__name__)
 
 DEFAULT_WORKERS = 4
+# The temporary names every SE plugin downloads to (wrapper/se/file.py, webdav.py, xrootd.py).
+PARTIAL_PREFIX = ".gridpilot-"
+PARTIAL_SUFFIX = ".part"
 
 
 class Outcome(enum.StrEnum):
@@ -37,6 +43,15 @@ class FileToGet:
     local: Path
 
 
+@dataclass(frozen=True)
+class BadCopy:
+    """A replica that downloaded but does not match the catalog."""
+
+    se: str
+    # As central words it: "adler32 1a2b3c4d != catalog adler32 5e6f7a8b".
+    problem: str
+
+
 @dataclass
 class FileResult:
     lfn: str
@@ -44,6 +59,7 @@ class FileResult:
     local: Path
     se: str = ""
     errors: list[str] = field(default_factory=list)
+    bad_copies: list[BadCopy] = field(default_factory=list)
 
 
 def dataset_dir(lpn: str, dest: Path) -> Path:
@@ -67,13 +83,39 @@ def local_path_for(lfn: str, lpn: str, dest: Path) -> Path:
     return dest.joinpath(*parts)
 
 
+def remove_stale_partials(directory: Path) -> list[Path]:
+    """Delete the temporaries (`.gridpilot-*.part`) that SE plugins write downloads to before
+    renaming them, left behind when an earlier run was killed; the paths removed.
+
+    Runs before any download starts: two gb2_ds_get into one directory at once are not
+    supported (the second would remove the first one's files in flight)."""
+    if not directory.is_dir():
+        return []
+    removed: list[Path] = []
+    for path in sorted(directory.rglob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}")):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def copy_problem(path: Path, size: int, adler32: str) -> str:
+    """What is wrong with a local copy ("" when it matches the catalog); FileNotFoundError
+    when there is none."""
+    got_size = path.stat().st_size
+    if got_size != size:
+        return f"size {got_size} != catalog size {size}"
+    got_sum = adler32_of_file(path)
+    if got_sum != adler32.lower():
+        return f"adler32 {got_sum} != catalog adler32 {adler32.lower()}"
+    return ""
+
+
 def _matches(path: Path, size: int, adler32: str) -> bool:
     try:
-        if path.stat().st_size != size:
-            return False
+        return copy_problem(path, size, adler32) == ""
     except FileNotFoundError:
         return False
-    return adler32_of_file(path) == adler32.lower()
 
 
 def _se_base_url(se: str, url: str, lfn: str, se_urls: Mapping[str, str]) -> str:
@@ -97,6 +139,7 @@ def get_one(item: FileToGet, se_urls: Mapping[str, str]) -> FileResult:
         return result
     item.local.parent.mkdir(parents=True, exist_ok=True)
     for se, url in item.replicas:
+        storage: StoragePlugin | None = None
         try:
             storage = open_storage(_se_base_url(se, url, item.lfn, se_urls))
             storage.download(item.lfn, item.local)
@@ -104,12 +147,22 @@ def get_one(item: FileToGet, se_urls: Mapping[str, str]) -> FileResult:
             result.errors.append(f"{se}: {exc}")
             log.debug("ds_get.replica_failed", lfn=item.lfn, se=se, error=str(exc))
             continue
-        if _matches(item.local, item.size, item.adler32):
+        finally:
+            if storage is not None:
+                storage.close()
+        try:
+            problem = copy_problem(item.local, item.size, item.adler32)
+        except FileNotFoundError:
+            # Removed under us (another process): says nothing about the SE's copy.
+            result.errors.append(f"{se}: the downloaded file vanished from {item.local}")
+            continue
+        if not problem:
             result.outcome, result.se = Outcome.DOWNLOADED, se
             return result
         # A corrupt copy must not be taken for a good one on the next run.
         item.local.unlink(missing_ok=True)
-        result.errors.append(f"{se}: size or adler32 differs from the catalog")
+        result.errors.append(f"{se}: size or adler32 differs from the catalog ({problem})")
+        result.bad_copies.append(BadCopy(se, problem))
     return result
 
 

@@ -1,12 +1,17 @@
 """gb2_ds_list and gb2_ds_get: look at a dataset and download it, gbasf2 style.
 
-A dataset is named by its logical path name (LPN, starts with '/'); gb2_ds_get and gb2_ds_list
-also take a bare project name, meaning the caller's `/belle/user/<user>/<project>`.
+A dataset is named by its logical path name (LPN, starts with '/'); the gb2_ds_* commands also
+take a bare project name, meaning the caller's `/belle/user/<user>/<project>`.
+
+gb2_ds_get resumes: files already present and verified are skipped, temporaries an interrupted
+run left are removed first, and copies that download but do not match the catalog are reported
+to central as suspect (it checks them, and ranks them last meanwhile).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,9 +25,10 @@ from gridpilot.cli.common import (
     console,
     format_size,
     make_parser,
+    one_line,
     run_command,
 )
-from gridpilot.cli.datasets import list_dataset
+from gridpilot.cli.datasets import REPLICA_BATCH, get_replicas, list_dataset
 from gridpilot.cli.ds_download import (
     DEFAULT_WORKERS,
     FileResult,
@@ -31,14 +37,15 @@ from gridpilot.cli.ds_download import (
     dataset_dir,
     get_all,
     local_path_for,
+    remove_stale_partials,
 )
 from gridpilot.cli.gbasf2 import PROJECT_NAME_RE
 from gridpilot.cli.tables import dataset_table, file_to_dict
-from gridpilot.client import CentralClient, ClientSettings
+from gridpilot.client import CentralClient, ClientError, ClientSettings
 from gridpilot.v1 import data_pb2
 
-# GetReplicas requests stay small however big the dataset is.
-_REPLICA_BATCH = 1000
+# Users' own files live under USER_ROOT/<name>/ (gbasf2's layout; central enforces it).
+USER_ROOT = "/belle/user"
 
 
 def dataset_lpn(target: str, user: str) -> str:
@@ -48,7 +55,19 @@ def dataset_lpn(target: str, user: str) -> str:
         return target.rstrip("/") or "/"
     if not PROJECT_NAME_RE.match(target):
         raise UsageError(f"{target!r} is neither an LPN (starting with '/') nor a project name")
-    return f"/belle/user/{user}/{target}"
+    return f"{USER_ROOT}/{user}/{target}"
+
+
+def transfer_progress() -> Progress:
+    """The progress bar of the gb2_ds_* transfers, on stderr (stdout stays the report)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+        transient=False,
+    )
 
 
 # ---- gb2_ds_list -------------------------------------------------------------------------------
@@ -84,15 +103,9 @@ def ds_list_main(argv: list[str] | None = None) -> int:
 def _replicas(
     client: CentralClient, lfns: list[str], site: str
 ) -> dict[str, tuple[tuple[str, str], ...]]:
-    ordered: dict[str, tuple[tuple[str, str], ...]] = {}
-    for start in range(0, len(lfns), _REPLICA_BATCH):
-        response: data_pb2.GetReplicasResponse = client.call(
-            client.data.GetReplicas,
-            data_pb2.GetReplicasRequest(lfns=lfns[start : start + _REPLICA_BATCH], site=site),
-        )
-        for f in response.files:
-            ordered[f.lfn] = tuple((r.se, r.url) for r in f.replicas)
-    return ordered
+    return {
+        f.lfn: tuple((r.se, r.url) for r in f.replicas) for f in get_replicas(client, lfns, site)
+    }
 
 
 def _plan(
@@ -114,12 +127,40 @@ def _plan(
     return items, se_urls
 
 
+def _report_suspects(client: CentralClient, results: list[FileResult]) -> None:
+    """Tell central about copies that did not match the catalog, so that jobs read them last
+    and central checks them. Best effort: the download's outcome does not depend on it."""
+    suspects = [
+        data_pb2.SuspectReplica(lfn=r.lfn, se=bad.se, reason=bad.problem)
+        for r in results
+        for bad in r.bad_copies
+    ]
+    if not suspects:
+        return
+    try:
+        for start in range(0, len(suspects), REPLICA_BATCH):
+            client.call(
+                client.data.ReportDataAccess,
+                data_pb2.ReportDataAccessRequest(
+                    job_id=0, suspects=suspects[start : start + REPLICA_BATCH]
+                ),
+            )
+    except ClientError as exc:
+        print(
+            f"gb2_ds_get: warning: could not report {len(suspects)} bad copy(ies) to central: "
+            f"{one_line(str(exc))}",
+            file=sys.stderr,
+        )
+        return
+    print(f"Reported {len(suspects)} bad copy(ies) to central as suspect (central checks them).")
+
+
 def _report(results: list[FileResult]) -> int:
     counts = {outcome: 0 for outcome in Outcome}
     for result in results:
         counts[result.outcome] += 1
         if result.outcome is Outcome.FAILED:
-            print(f"FAILED {result.lfn}: {'; '.join(result.errors)}")
+            print(f"FAILED {result.lfn}: {'; '.join(result.errors) or 'unknown error'}")
     print(
         f"{counts[Outcome.DOWNLOADED]} downloaded, "
         f"{counts[Outcome.SKIPPED]} skipped (already present and verified), "
@@ -142,20 +183,20 @@ def _ds_get(argv: list[str] | None) -> int:
         raise UsageError(f"--workers must be between 1 and 16, got {args.workers}")
     settings = ClientSettings.resolve(args.central)
     lpn = dataset_lpn(args.target, settings.user)
+    target_dir = dataset_dir(lpn, args.dir)
     with CentralClient(settings) as client:
         items, se_urls = _plan(client, lpn, args.dir, args.site)
-    print(f"{len(items)} file(s) in {lpn} -> {dataset_dir(lpn, args.dir)}")
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console(stderr=True),
-        transient=False,
-    )
-    with progress:
-        task = progress.add_task("downloading", total=len(items))
-        results = get_all(items, se_urls, args.workers, on_done=lambda _r: progress.advance(task))
+        print(f"{len(items)} file(s) in {lpn} -> {target_dir}")
+        stale = remove_stale_partials(target_dir)
+        if stale:
+            print(f"Removed {len(stale)} partial download(s) left by an interrupted run.")
+        progress = transfer_progress()
+        with progress:
+            task = progress.add_task("downloading", total=len(items))
+            results = get_all(
+                items, se_urls, args.workers, on_done=lambda _r: progress.advance(task)
+            )
+        _report_suspects(client, results)
     return _report(results)
 
 

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from central.models.job_states import JobStatus
@@ -153,12 +154,23 @@ def projects_table(projects: Sequence[jobs_pb2.ProjectSummary]) -> Table:
 # ---- datasets and storage ----------------------------------------------------------------------
 
 
+def replica_cost(r: data_pb2.Replica) -> float | None:
+    """Seconds per GB from the site asked about; None when nothing is known (-1 on the wire)."""
+    return r.cost if r.cost >= 0 else None
+
+
+def replica_to_dict(r: data_pb2.Replica) -> dict[str, Any]:
+    return {"se": r.se, "url": r.url, "rank_reason": r.rank_reason, "cost": replica_cost(r)}
+
+
 def file_to_dict(f: data_pb2.FileReplicas) -> dict[str, Any]:
+    """A file, its replicas best first and the copies that may not be read now (and why)."""
     return {
         "lfn": f.lfn,
         "size": f.size,
         "adler32": f.adler32,
-        "replicas": [{"se": r.se, "url": r.url} for r in f.replicas],
+        "replicas": [replica_to_dict(r) for r in f.replicas],
+        "skipped": [replica_to_dict(r) for r in f.skipped],
     }
 
 
@@ -173,6 +185,42 @@ def dataset_table(files: Sequence[data_pb2.FileReplicas]) -> Table:
     return table
 
 
+def replicas_heading(f: data_pb2.FileReplicas) -> str:
+    # Not the table's title: rich wraps a title to the table's width, and LFNs are long.
+    return f"{f.lfn}  ({format_size(f.size)}, adler32 {f.adler32})"
+
+
+def replicas_table(f: data_pb2.FileReplicas) -> Table:
+    """The order a job would try the copies in (and why), then the skipped ones (and why)."""
+    table = Table()
+    table.add_column("Rank", justify="right")
+    table.add_column("SE")
+    table.add_column("Cost (s/GB)", justify="right")
+    table.add_column("Why")
+    for rank, r in enumerate(f.replicas, start=1):
+        cost = replica_cost(r)
+        table.add_row(str(rank), r.se, "-" if cost is None else f"{cost:.3g}", r.rank_reason)
+    for r in f.skipped:
+        table.add_row("skipped", r.se, "-", r.rank_reason)
+    return table
+
+
+def _health_to_dict(se: data_pb2.StorageElement) -> dict[str, Any] | None:
+    if not se.HasField("health"):
+        return None  # never probed
+    h = se.health
+    return {
+        "available": h.available,
+        "consecutive_failures": h.consecutive_failures,
+        "last_probe_unix": h.last_probe_unix,
+        "last_ok_unix": h.last_ok_unix,
+        "last_error": h.last_error,
+        "total_bytes": h.total_bytes,
+        "free_bytes": h.free_bytes,
+        "probe_seconds": h.probe_seconds,
+    }
+
+
 def se_to_dict(se: data_pb2.StorageElement) -> dict[str, Any]:
     return {
         "name": se.name,
@@ -181,21 +229,63 @@ def se_to_dict(se: data_pb2.StorageElement) -> dict[str, Any]:
         "url": se.url,
         "read_allowed": se.read_allowed,
         "write_allowed": se.write_allowed,
+        "readable": se.readable,
+        "writable": se.writable,
+        "read_refusal": se.read_refusal,
+        "write_refusal": se.write_refusal,
+        "health": _health_to_dict(se),
     }
+
+
+def _access(ok: bool, allowed: bool, refusal: str, se: data_pb2.StorageElement) -> str:
+    """ "yes", or "no (why)" in a word: the admin's switch, failing probes, a full SE."""
+    if ok:
+        return "yes"
+    if not allowed:
+        why = "disabled"
+    elif se.HasField("health") and not se.health.available:
+        why = "unavailable"
+    elif refusal.startswith("full"):
+        why = "full"
+    else:
+        why = refusal.partition(":")[0] or "refused"
+    return f"[red]no[/red] ({escape(why)})"
+
+
+def se_occupancy(se: data_pb2.StorageElement) -> str:
+    """ "used / total (NN%)" as the SE last reported it; "-" when it did not."""
+    if not se.HasField("health"):
+        return "-"
+    total, free = se.health.total_bytes, se.health.free_bytes
+    if total <= 0 or free < 0:
+        return "-"
+    used = max(total - free, 0)
+    return f"{format_size(used)} / {format_size(total)} ({used / total:.0%})"
 
 
 def se_table(ses: Sequence[data_pb2.StorageElement]) -> Table:
     table = Table()
-    for column in ("Name", "Site", "Protocol", "URL", "Read", "Write"):
+    for column in ("Name", "Site", "Protocol", "Read", "Write", "Available"):
         table.add_column(column)
+    table.add_column("Last probe (UTC)", no_wrap=True)
+    table.add_column("Failures", justify="right")
+    table.add_column("Occupancy", justify="right", no_wrap=True)
     for se in ses:
+        probed = se.HasField("health") and se.health.last_probe_unix > 0
+        if not se.HasField("health"):
+            available = "-"
+        else:
+            available = "yes" if se.health.available else "[red]no[/red]"
         table.add_row(
             se.name,
             se.site,
             se.protocol,
-            se.url,
-            "yes" if se.read_allowed else "no",
-            "yes" if se.write_allowed else "no",
+            _access(se.readable, se.read_allowed, se.read_refusal, se),
+            _access(se.writable, se.write_allowed, se.write_refusal, se),
+            available,
+            format_time(se.health.last_probe_unix) if probed else "never",
+            str(se.health.consecutive_failures) if se.HasField("health") else "-",
+            se_occupancy(se),
         )
     return table
 
