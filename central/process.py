@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from gridpilot.processes import stop_child
 
 # Lets a child started from a source checkout import the same code as its parent.
 _SOURCE_ROOT = Path(__file__).resolve().parents[1]
@@ -126,13 +127,7 @@ class CentralProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                return proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        return proc.wait(self.stop_timeout)
+        return stop_child(proc, self.stop_timeout)
 
     def kill(self) -> int | None:
         """SIGKILL: a crash, no graceful stop."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from gridpilot.demo.layout import (
 )
 from gridpilot.demo.release import create_release, setup_template
 from gridpilot.demo.security import DemoPki, OfflineMinter
+from gridpilot.processes import stop_child
 from gridpilot.security.tls import ClientTls
 from gridpilot.v1 import data_pb2, jobs_pb2
 
@@ -94,14 +94,8 @@ class DemoCluster:
 
     def _stop(self, name: str, grace: float = 10.0) -> None:
         proc = self._procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        if proc is not None:
+            stop_child(proc, grace)
 
     def start_central(self) -> None:
         config = central_config(self.layout, self.pki)

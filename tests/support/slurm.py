@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridpilot.processes import stop_child
 from tests.support.backends import require_debian_backend
 
 PARTITION = "debug"
@@ -328,14 +329,8 @@ class SlurmDaemons:
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT)
+    if proc is not None:
+        stop_child(proc, STOP_TIMEOUT)
 
 
 @contextlib.contextmanager

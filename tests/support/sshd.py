@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from gridpilot.processes import stop_child
 from tests.support.backends import require_debian_backend
 
 USER = "gpilot"
@@ -229,13 +230,7 @@ def start_sshd(directory: Path, *, sftp: bool = True) -> tuple[SshServer, subpro
 
 def stop_sshd(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the listener by its PID (SIGKILL after STOP_TIMEOUT)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
+    stop_child(proc, STOP_TIMEOUT)
 
 
 def kill_user_processes(user: str = USER) -> list[int]:
