@@ -1,4 +1,4 @@
-"""The demo's processes and files: central, two site directors, three SE directories.
+"""The demo's processes and files: central, two site directors, three SEs.
 
 Everything lives under one temporary root and every process is started here and stopped by PID.
 Every connection is TLS with tokens (gridpilot/demo/security.py): the user logs in with
@@ -26,6 +26,7 @@ from gridpilot.client import CentralClient, ClientSettings
 from gridpilot.demo.layout import (
     DATASET_LPN,
     OUTAGE_SE,
+    SE_NAMES,
     SITES,
     DemoLayout,
     central_config,
@@ -34,9 +35,11 @@ from gridpilot.demo.layout import (
 )
 from gridpilot.demo.release import create_release, setup_template
 from gridpilot.demo.security import DemoPki, OfflineMinter
+from gridpilot.demo.storage import create_storage
 from gridpilot.processes import stop_child
 from gridpilot.security.tls import ClientTls
 from gridpilot.v1 import data_pb2, jobs_pb2
+from wrapper.se import open_storage
 
 __all__ = ["OUTAGE_SE", "DemoCluster", "DemoLayout"]
 
@@ -44,9 +47,10 @@ START_TIMEOUT = 30.0
 
 
 class DemoCluster:
-    def __init__(self, layout: DemoLayout, console: Console) -> None:
+    def __init__(self, layout: DemoLayout, console: Console, storage_kind: str) -> None:
         self.layout = layout
         self.console = console
+        self.storage = create_storage(storage_kind, layout.se_root, SE_NAMES)
         self.user = getpass.getuser()
         self.pki = DemoPki.create(layout.root, self.user)
         self.target = ""
@@ -69,6 +73,7 @@ class DemoCluster:
         self._stop("central")
         if self._client is not None:
             self._client.close()
+        self.storage.close()
 
     # ---- processes ----
 
@@ -98,7 +103,9 @@ class DemoCluster:
             stop_child(proc, grace)
 
     def start_central(self) -> None:
-        config = central_config(self.layout, self.pki)
+        config = central_config(
+            self.layout, self.pki, {name: self.storage.url(name) for name in SE_NAMES}
+        )
         config_path = self.layout.root / "central.toml"
         config_path.write_text(tomli_w.dumps(config))
         port_file = self.layout.root / "central.addr"
@@ -254,18 +261,24 @@ class DemoCluster:
     def register_dataset(self, n_files: int) -> str:
         """Write n input files to both sites' SEs and register them in the catalog."""
         registrations = []
-        for i in range(1, n_files + 1):
-            lfn = f"{DATASET_LPN}/mdst_{i:06d}.root"
-            content = (f"demo mdst file {i}\n".encode()) * (2000 + 37 * i)
-            for se in SITES.values():
-                path = self.layout.se_dirs[se] / lfn.lstrip("/")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(content)
-                registrations.append(
-                    data_pb2.ReplicaRegistration(
-                        lfn=lfn, se=se, size=len(content), adler32=adler32_of_bytes(content)
+        ses = {se: open_storage(self.storage.url(se)) for se in SITES.values()}
+        local = self.layout.root / "mdst.root"
+        try:
+            for i in range(1, n_files + 1):
+                lfn = f"{DATASET_LPN}/mdst_{i:06d}.root"
+                content = (f"demo mdst file {i}\n".encode()) * (2000 + 37 * i)
+                local.write_bytes(content)
+                for se, storage in ses.items():
+                    storage.upload(local, lfn)
+                    registrations.append(
+                        data_pb2.ReplicaRegistration(
+                            lfn=lfn, se=se, size=len(content), adler32=adler32_of_bytes(content)
+                        )
                     )
-                )
+        finally:
+            local.unlink(missing_ok=True)
+            for storage in ses.values():
+                storage.close()
         request = data_pb2.RegisterReplicasRequest(replicas=registrations)
         self.client.call(self.client.data.RegisterReplicas, request)
         self.console.print(f"registered dataset {DATASET_LPN}: {n_files} files at both sites")
@@ -274,21 +287,16 @@ class DemoCluster:
     # ---- the SE outage ----
 
     def take_se_offline(self, name: str) -> None:
-        """A real outage: the SE's root becomes a plain file, so every write fails."""
-        path = self.layout.se_dirs[name]
-        path.rename(path.with_name(name + ".offline"))
-        path.write_text("this storage element is down for the demo\n")
-        self.console.print(f"[yellow]{name} is down: writes to it fail from now on[/]")
+        """A real outage (a stopped server, or a directory gone): every access fails."""
+        self.storage.take_offline(name)
+        self.console.print(f"[yellow]{name} is down: reads and writes fail from now on[/]")
 
     def se_is_offline(self, name: str) -> bool:
-        return self.layout.se_dirs[name].with_name(name + ".offline").is_dir()
+        return self.storage.is_offline(name)
 
     def bring_se_online(self, name: str) -> None:
-        path = self.layout.se_dirs[name]
-        parked = path.with_name(name + ".offline")
-        if parked.is_dir():
-            path.unlink(missing_ok=True)
-            parked.rename(path)
+        if self.storage.is_offline(name):
+            self.storage.bring_online(name)
             self.console.print(f"[green]{name} is back[/]")
 
 

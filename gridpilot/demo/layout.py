@@ -26,7 +26,7 @@ class DemoLayout:
     @classmethod
     def create(cls, root: Path) -> DemoLayout:
         layout = cls(root)
-        for path in (layout.logs, layout.releases, layout.central_data, *layout.se_dirs.values()):
+        for path in (layout.logs, layout.releases, layout.central_data):
             path.mkdir(parents=True, exist_ok=True)
         return layout
 
@@ -43,9 +43,11 @@ class DemoLayout:
         return self.root / "central"
 
     @property
-    def se_dirs(self) -> dict[str, Path]:
-        names = [*SITES.values(), FAILOVER_SE]
-        return {name: self.root / "se" / name for name in names}
+    def se_root(self) -> Path:
+        return self.root / "se"
+
+
+SE_NAMES = [*SITES.values(), FAILOVER_SE]
 
 
 def short_name(site: str) -> str:
@@ -56,7 +58,7 @@ def ce_name(site: str) -> str:
     return f"local.{short_name(site)}"
 
 
-def central_config(layout: DemoLayout, pki: DemoPki) -> dict[str, Any]:
+def central_config(layout: DemoLayout, pki: DemoPki, se_urls: dict[str, str]) -> dict[str, Any]:
     return {
         "central": {
             "listen": "127.0.0.1:0",
@@ -67,6 +69,8 @@ def central_config(layout: DemoLayout, pki: DemoPki) -> dict[str, Any]:
             "stalled_check_period": 2.0,
             "failover_period": 2.0,
         },
+        # SE probes every few seconds: the outage shows in `gridpilot admin se`.
+        "storage": {"probe_period": 3.0, "probe_failures": 2, "probe_bytes": 4096},
         "sites": [
             *(
                 {
@@ -83,9 +87,9 @@ def central_config(layout: DemoLayout, pki: DemoPki) -> dict[str, Any]:
             {
                 "name": name,
                 "site": next((s for s, se in SITES.items() if se == name), FAILOVER_SITE),
-                "url": path.as_uri(),
+                "url": se_urls[name],
             }
-            for name, path in layout.se_dirs.items()
+            for name in SE_NAMES
         ],
         "distances": {"LCG.KEK.jp": {"DESY-SE": 10}, "LCG.DESY.de": {"KEK-SE": 10}},
         "failover": {"ses": [FAILOVER_SE]},

@@ -2,10 +2,11 @@
 
 Secure as in production: a CA and certificates made for the run, TLS on every connection, the
 user logged in with gb2_proxy_init and a client certificate, tokens for directors, pilots and
-jobs. Central, two sites each with a local site director and its own SE directory, a failover SE at
-a third site, a generated dataset with replicas at both sites, a 20-job project submitted with
-the gbasf2 CLI, an SE outage that forces output failover, a job killed from the CLI, live
-progress, a summary, the output dataset downloaded with gb2_ds_get and every checksum verified.
+jobs. Central, two sites each with a local site director and its own SE (a directory, or with
+`--se xrootd` a real XRootD server), a failover SE at a third site, a generated dataset with
+replicas at both sites, a 20-job project submitted with the gbasf2 CLI, an SE outage that
+forces output failover, a job killed from the CLI, live progress, a summary, the output
+dataset downloaded with gb2_ds_get and every checksum verified.
 Exits 0 only when all of that happened as expected.
 """
 
@@ -25,6 +26,7 @@ from rich.table import Table
 from gridpilot.checksum import adler32_of_file
 from gridpilot.demo.cluster import OUTAGE_SE, DemoCluster, DemoLayout
 from gridpilot.demo.progress import follow_project
+from gridpilot.demo.storage import KINDS
 from gridpilot.enums import job_status_from_proto
 from gridpilot.v1 import data_pb2, jobs_pb2
 
@@ -40,6 +42,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--seconds-per-job", type=float, default=4.0, help="payload run time of each job"
     )
     parser.add_argument("--timeout", type=float, default=170.0, help="give up after this long")
+    parser.add_argument(
+        "--se",
+        choices=KINDS,
+        default="directories",
+        help="storage elements: directories, or real XRootD servers (root, xrootd-server)",
+    )
     return parser.parse_args(argv)
 
 
@@ -51,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     ok = False
     try:
-        with DemoCluster(DemoLayout.create(root), console) as cluster:
+        with DemoCluster(DemoLayout.create(root), console, args.se) as cluster:
             ok = _run(cluster, args, console, started)
+    except RuntimeError as exc:
+        console.print(f"[red]the demo cannot run:[/] {exc}")
     finally:
         if args.keep:
             console.print(f"kept {root}")
