@@ -24,7 +24,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,6 +47,7 @@ from tests.support.e2e_actors import (
     tail,
 )
 from tests.support.processes import kill_everything_under
+from wrapper.se import open_storage
 
 T = TypeVar("T")
 
@@ -65,6 +66,7 @@ ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "gb2_job_kill": ("gridpilot.cli.gb2_jobs", "job_kill_main"),
     "gb2_ds_list": ("gridpilot.cli.gb2_ds", "ds_list_main"),
     "gb2_ds_get": ("gridpilot.cli.gb2_ds", "ds_get_main"),
+    "gb2_replica_list": ("gridpilot.cli.gb2_ds_admin", "replica_list_main"),
 }
 
 
@@ -129,12 +131,16 @@ def status_name(status: common_pb2.JobStatus.ValueType) -> str:
 
 
 class Grid:
-    """Central plus whatever directors and pilots a test starts; see the module docstring."""
+    """Central plus whatever directors and pilots a test starts; see the module docstring.
+    `config` replaces top-level tables of central's configuration (other SEs, distances)."""
 
-    def __init__(self, root: Path, central: Mapping[str, Any]) -> None:
+    def __init__(
+        self, root: Path, central: Mapping[str, Any], config: Mapping[str, Any] | None = None
+    ) -> None:
         self.root = root.resolve()
         (self.root / "central").mkdir(parents=True, exist_ok=True)
-        self.central = CentralHandle(self.root / "central", grid_config(self.root, central))
+        settings = {**grid_config(self.root, central), **(config or {})}
+        self.central = CentralHandle(self.root / "central", settings)
         create_release(self.root / "releases", RELEASE)
         self.software_setup = setup_template(self.root / "releases")
         self.env = subprocess_env(self.root)
@@ -291,16 +297,28 @@ class Grid:
 
     def register_files(self, files: Mapping[str, tuple[str, bytes]]) -> None:
         """Put each LFN's bytes on its SE and register the replica, as data management would."""
+        self.register_replicas({lfn: ((se,), data) for lfn, (se, data) in files.items()})
+
+    def register_replicas(self, files: Mapping[str, tuple[Sequence[str], bytes]]) -> None:
+        """Put each LFN's bytes on every one of its SEs (through the storage plugins) and
+        register the replicas."""
+        urls = {se["name"]: se["url"] for se in self.central.config["storage_elements"]}
         registrations = []
-        for lfn, (se, data) in files.items():
-            path = self.se_path(se, lfn)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            registrations.append(
-                data_pb2.ReplicaRegistration(
-                    lfn=lfn, se=se, size=len(data), adler32=adler32_of_bytes(data)
+        local = self.root / "upload.tmp"
+        for lfn, (ses, data) in files.items():
+            local.write_bytes(data)
+            for se in ses:
+                storage = open_storage(urls[se])
+                try:
+                    storage.upload(local, lfn)
+                finally:
+                    storage.close()
+                registrations.append(
+                    data_pb2.ReplicaRegistration(
+                        lfn=lfn, se=se, size=len(data), adler32=adler32_of_bytes(data)
+                    )
                 )
-            )
+        local.unlink(missing_ok=True)
         request = data_pb2.RegisterReplicasRequest(replicas=registrations)
         self.call(self.admin.data.RegisterReplicas, request, client=self.admin)
 
@@ -417,8 +435,10 @@ class Grid:
 
 
 @contextlib.contextmanager
-def e2e_grid(root: Path, central: Mapping[str, Any] | None = None) -> Iterator[Grid]:
-    grid = Grid(root, central or {})
+def e2e_grid(
+    root: Path, central: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None
+) -> Iterator[Grid]:
+    grid = Grid(root, central or {}, config)
     try:
         grid.start()
         yield grid

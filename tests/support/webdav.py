@@ -33,6 +33,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -287,14 +288,21 @@ http {{
 
 
 @contextlib.contextmanager
-def running_webdav(directory: Path, *, token: str | None = None) -> Iterator[WebdavServer]:
-    """A started server (refusing requests without `Authorization: Bearer <token>` when
-    `token` is given), stopped afterwards."""
+def running_webdav(
+    directory: Path | None = None, *, token: str | None = None
+) -> Iterator[WebdavServer]:
+    """A started server in a fresh private directory (made under `directory`, default /tmp:
+    nginx's workers must be able to enter it, which pytest's 0700 directories forbid),
+    refusing requests without `Authorization: Bearer <token>` when `token` is given; stopped
+    and removed afterwards."""
     require_webdav()
-    directory.mkdir(parents=True, exist_ok=True)
-    server = WebdavServer(directory, token=token)
-    server.start()
+    root = Path(tempfile.mkdtemp(prefix="gridpilot-webdav-", dir=directory or "/tmp"))
     try:
-        yield server
+        server = WebdavServer(root, token=token)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

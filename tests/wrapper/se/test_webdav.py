@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,21 +37,10 @@ from wrapper.se.webdav_xml import (
 LFN = "/belle/user/alice/p1/sub00/out_1_1.root"
 
 
-@contextlib.contextmanager
-def scratch_directory() -> Iterator[Path]:
-    # Under /tmp, not pytest's 0700 directories: nginx's workers (www-data) must enter it.
-    directory = Path(tempfile.mkdtemp(prefix="gridpilot-webdav-", dir="/tmp"))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[WebdavServer]:
     with (
-        scratch_directory() as directory,
-        running_webdav(directory, token=secrets.token_urlsafe(24)) as server,
+        running_webdav(token=secrets.token_urlsafe(24)) as server,
     ):
         yield server
 
@@ -301,7 +288,7 @@ def test_parse_digest(header: str, expected: str | None) -> None:
 
 
 def test_server_stopped_mid_use_then_restarted(tmp_path: Path) -> None:
-    with scratch_directory() as directory, running_webdav(directory) as server:
+    with running_webdav() as server:
         storage = connect(server.url, ca_file=server.ca_file)
         storage.upload(write(tmp_path / "f", b"kept"), LFN)
         port, pid = server.port, server.pid
