@@ -26,7 +26,18 @@ ENTRY_PACKAGES = ("pilot", "wrapper")
 # basf2 (gridpilot/demo) as their payload, from the bundle.
 WHOLE_PACKAGES = ("gridpilot",)
 # The pilot's declared run-time dependencies; the probe adds whatever they pull in.
-DECLARED = ("grpcio", "protobuf", "msgspec", "psutil", "cryptography", "PyJWT", "uvloop")
+DECLARED = (
+    "grpcio",
+    "protobuf",
+    "msgspec",
+    "psutil",
+    "cryptography",
+    "PyJWT",
+    "uvloop",
+    # The wrapper's storage plugins for root:// and davs:// SEs.
+    "xrootd",
+    "httpx",
+)
 # `import grpc` imports these when they happen to be installed, only to alias them as
 # grpc.tools/health/reflection; the pilot uses none of them (grpcio-tools alone is a
 # compiler and setuptools).

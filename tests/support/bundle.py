@@ -35,6 +35,7 @@ START_TIMEOUT = 120.0
 IMPORT_CHECK = """
 import asyncio, json, sys
 import pilot.main, wrapper.main, grpc, google.protobuf, msgspec, psutil, jwt, uvloop
+import wrapper.se.xrootd, wrapper.se.webdav, XRootD.client, httpx
 import cryptography.hazmat.bindings._rust
 from cryptography.hazmat.primitives.asymmetric import ec
 import gridpilot.v1.pilots_pb2_grpc
@@ -47,7 +48,7 @@ grpc.insecure_channel("127.0.0.1:1").close()
 loop = uvloop.new_event_loop(); loop.run_until_complete(asyncio.sleep(0)); loop.close()
 names = ("pilot.main", "wrapper.main", "grpc", "google.protobuf", "msgspec", "psutil", "jwt",
          "uvloop", "cryptography", "cryptography.hazmat.bindings._rust", "_cffi_backend",
-         "gridpilot")
+         "gridpilot", "XRootD.client", "httpx")
 print(json.dumps({name: sys.modules[name].__file__ for name in names}))
 """
 
