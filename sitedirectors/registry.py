@@ -3,18 +3,47 @@
 A factory receives the queue's context (its free-form `backend_options` table and the
 director's work directory) and returns a ready backend; it validates the options itself and
 raises `BackendConfigError` naming the bad field.
+
+The shipped backends are registered by module path and imported when a queue first uses
+one: a director for SLURM queues never loads the HTCondor bindings or Apache Libcloud, and a
+site without them installed still runs its other backends.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
-from sitedirectors.base import Backend, BackendContext
-from sitedirectors.local import create_local_backend
-from sitedirectors.slurm import create_slurm_backend
-from sitedirectors.ssh import create_ssh_backend
+from sitedirectors.base import Backend, BackendConfigError, BackendContext
 
 BackendFactory = Callable[[BackendContext], Backend]
+
+# Name -> "module:factory" of every backend shipped with gridpilot.
+SHIPPED: dict[str, str] = {
+    "local": "sitedirectors.local:create_local_backend",
+    "ssh": "sitedirectors.ssh:create_ssh_backend",
+    "slurm": "sitedirectors.slurm:create_slurm_backend",
+    "arc": "sitedirectors.arc:create_arc_backend",
+    "htcondorce": "sitedirectors.htcondorce:create_htcondorce_backend",
+    "cloud": "sitedirectors.cloud:create_cloud_backend",
+}
+
+
+def _lazy(target: str) -> BackendFactory:
+    module_name, _, attribute = target.partition(":")
+
+    def create(context: BackendContext) -> Backend:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise BackendConfigError(
+                f"queues[{context.queue}].backend: cannot load {module_name} ({exc}); "
+                "is gridpilot installed with its dependencies?"
+            ) from exc
+        factory: BackendFactory = getattr(module, attribute)
+        return factory(context)
+
+    return create
 
 
 class BackendRegistry:
@@ -47,7 +76,6 @@ class BackendRegistry:
 def default_registry() -> BackendRegistry:
     """A registry with every backend shipped with gridpilot."""
     registry = BackendRegistry()
-    registry.register("local", create_local_backend)
-    registry.register("ssh", create_ssh_backend)
-    registry.register("slurm", create_slurm_backend)
+    for name, target in SHIPPED.items():
+        registry.register(name, _lazy(target))
     return registry

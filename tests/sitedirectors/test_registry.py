@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 
 import sitedirectors
-from sitedirectors.base import Backend, BackendContext, BackendNotSupportedError
+from sitedirectors import registry as registry_module
+from sitedirectors.base import (
+    Backend,
+    BackendConfigError,
+    BackendContext,
+    BackendNotSupportedError,
+)
 from sitedirectors.local import LocalBackend
 from sitedirectors.registry import BackendRegistry, default_registry
 
@@ -60,4 +66,11 @@ def test_public_surface() -> None:
 
 
 def test_default_registry_ships_every_backend() -> None:
-    assert default_registry().names() == ["local", "slurm", "ssh"]
+    assert default_registry().names() == ["arc", "cloud", "htcondorce", "local", "slurm", "ssh"]
+
+
+def test_a_backend_whose_module_cannot_load_is_a_config_error(tmp_path: Path) -> None:
+    registry = BackendRegistry()
+    registry.register("tape", registry_module._lazy("sitedirectors.no_such_module:create"))
+    with pytest.raises(BackendConfigError, match=r"queues\[q\].backend: cannot load"):
+        registry.create("tape", BackendContext("q", tmp_path))
