@@ -130,6 +130,19 @@ class SubmitResult:
 
 
 @dataclass(frozen=True)
+class LivePilot:
+    """Central's view of one of a queue's pilots that has not ended (see `Backend.reconcile`).
+    Times are seconds since the epoch; 0 when it has not happened."""
+
+    pilot_id: str
+    reference: str
+    state: PilotState
+    submitted: float
+    registered: float = 0.0
+    last_heartbeat: float = 0.0
+
+
+@dataclass(frozen=True)
 class BackendStatus:
     """A pilot as its backend sees it: the common state plus the native one it came from."""
 
@@ -163,6 +176,13 @@ class Backend(abc.ABC):
         """The tail (at most `max_bytes` bytes) of the pilot's log. Optional: raises
         `BackendNotSupportedError` when the backend cannot retrieve logs."""
         raise BackendNotSupportedError(self.name, "fetch_output")
+
+    def reconcile(self, live: Sequence[LivePilot], now: float) -> None:
+        """Once per cycle, after the states went to central: the queue's pilots central still
+        counts as live, so a backend that pays for the resources under its pilots (cloud VMs)
+        can release the ones nobody needs (a pilot that ended, never registered, or lives too
+        long). Does nothing by default."""
+        return None
 
     def cleanup(self, references: Sequence[str]) -> None:
         """Remove what the backend keeps for finished pilots (directories, batch job

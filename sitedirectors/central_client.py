@@ -65,6 +65,9 @@ class KnownPilot:
     queue: str
     state: PilotState
     submitted: float
+    # 0 when it has not happened.
+    registered: float = 0.0
+    last_heartbeat: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,8 @@ class CentralClient:
                 queue=p.queue,
                 state=pilot_state_from_proto(p.state),
                 submitted=p.submitted_unix,
+                registered=p.registered_unix,
+                last_heartbeat=p.last_heartbeat_unix,
             )
             for p in response.pilots
         ]

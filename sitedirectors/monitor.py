@@ -20,7 +20,13 @@ from dataclasses import dataclass, field, replace
 
 from central.models.pilot_states import FINAL_PILOT_STATES, PilotState
 from gridpilot.logs import get_logger
-from sitedirectors.base import Backend, BackendError, BackendNotSupportedError, BackendStatus
+from sitedirectors.base import (
+    Backend,
+    BackendError,
+    BackendNotSupportedError,
+    BackendStatus,
+    LivePilot,
+)
 from sitedirectors.central_client import CentralClient, KnownPilot, PilotStateUpdate
 from sitedirectors.config import QueueSection
 from sitedirectors.journal import Journal, JournalEntry
@@ -123,6 +129,7 @@ def monitor_pilots(
             updates.append(replace(update, reference=resend.pop(pilot.pilot_id, "")))
             if status.state in FINAL_PILOT_STATES:
                 journal.mark_final(pilot.pilot_id, now)
+    _reconcile(queues, by_queue, skip, now)
     updates += [PilotStateUpdate(pid, None, reference=ref) for pid, ref in resend.items()]
     updates += late_logs(queues, journal, active_ids | skip_ids(journal, skip), log_cap_bytes)
     client.update_pilots(updates)
@@ -133,6 +140,27 @@ def monitor_pilots(
     journal.save()
     report.updated = sum(u.state is not None for u in updates)
     return report
+
+
+def _reconcile(
+    queues: Mapping[str, QueueRuntime],
+    by_queue: Mapping[str, list[tuple[KnownPilot, str]]],
+    skip: frozenset[str],
+    now: float,
+) -> None:
+    """Tell each backend which of its pilots central still counts as live (every queue, also
+    those with none: a backend may hold resources of pilots that ended)."""
+    for queue_name, runtime in queues.items():
+        if queue_name in skip:
+            continue
+        live = [
+            LivePilot(p.pilot_id, ref, p.state, p.submitted, p.registered, p.last_heartbeat)
+            for p, ref in by_queue.get(queue_name, [])
+        ]
+        try:
+            runtime.backend.reconcile(live, now)
+        except Exception as exc:
+            log.warning("pilots.reconcile_failed", queue=queue_name, error=str(exc))
 
 
 def skip_ids(journal: Journal, skip: frozenset[str]) -> set[str]:

@@ -18,6 +18,7 @@ from sitedirectors.base import (
     BackendContext,
     BackendError,
     BackendStatus,
+    LivePilot,
     SubmitRequest,
     SubmitResult,
 )
@@ -455,3 +456,42 @@ def test_deferred_submission_does_not_fail_the_queue(
     assert len(pilots) == 4
     assert {p.state for p in pilots} == {PS.PILOT_STATE_ABORTED}
     assert {p.status_reason for p in pilots} == {"submission deferred: CE busy: 503"}
+
+
+class WatchingCE(LocalBackend):
+    """Remembers what central said of its live pilots each cycle (as a VM factory would)."""
+
+    name = "watching-ce"
+
+    def __init__(self, pilots_dir: Path) -> None:
+        super().__init__(pilots_dir)
+        self.seen: list[tuple[list[LivePilot], float]] = []
+
+    def reconcile(self, live: Sequence[LivePilot], now: float) -> None:
+        self.seen.append((list(live), now))
+
+
+def test_backends_hear_which_pilots_central_counts_as_live(
+    tmp_path: Path, central: CentralHandle, pilots_dir: Path
+) -> None:
+    submit_jobs(central, 1)
+    backend = WatchingCE(pilots_dir)
+    registry = BackendRegistry()
+    registry.register("watching-ce", lambda ctx: backend)
+    director = Director(
+        director_config(tmp_path, central, backend="watching-ce", max_per_cycle=1),
+        registry=registry,
+    )
+    try:
+        director.run_cycle()  # submits
+        director.run_cycle()  # monitors, then reconciles
+    finally:
+        director.close()
+    [pilot] = list_pilots(central)
+    live, now = backend.seen[-1]
+    assert [(p.pilot_id, p.reference) for p in live] == [(pilot.pilot_id, pilot.reference)]
+    assert live[0].submitted == pytest.approx(pilot.submitted_unix)
+    assert live[0].registered == 0.0  # a stand-in pilot never registers
+    assert now >= live[0].submitted
+    # The first cycle's reconcile came before any pilot existed: an empty list, still called.
+    assert backend.seen[0][0] == []
