@@ -18,13 +18,12 @@ from pathlib import Path, PurePosixPath
 from gridpilot.checksum import adler32_of_file
 from gridpilot.logs import get_logger
 from wrapper.se import StorageError, StoragePlugin, open_storage
+from wrapper.se.base import TEMP_PREFIX, TEMP_SUFFIX
 
 log = get_logger(__name__)
 
 DEFAULT_WORKERS = 4
 # The temporary names every SE plugin downloads to (wrapper/se/file.py, webdav.py, xrootd.py).
-PARTIAL_PREFIX = ".gridpilot-"
-PARTIAL_SUFFIX = ".part"
 
 
 class Outcome(enum.StrEnum):
@@ -92,7 +91,7 @@ def remove_stale_partials(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     removed: list[Path] = []
-    for path in sorted(directory.rglob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}")):
+    for path in sorted(directory.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")):
         if path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
             removed.append(path)

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridpilot.checksum import adler32_of_file
-from gridpilot.cli.ds_download import PARTIAL_PREFIX, PARTIAL_SUFFIX
 from gridpilot.logs import get_logger
 from wrapper.se import SEFileNotFoundError, StorageError, StoragePlugin, open_storage
+from wrapper.se.base import is_temporary
 
 log = get_logger(__name__)
 
@@ -80,7 +80,7 @@ def _local_files(directory: Path) -> list[tuple[Path, tuple[str, ...]]]:
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath, name)
-            if name.startswith(PARTIAL_PREFIX) and name.endswith(PARTIAL_SUFFIX):
+            if is_temporary(name):
                 continue
             if path.is_file():
                 found.append((path, path.relative_to(directory).parts))

@@ -12,13 +12,58 @@ need the XRootD bindings.
 from __future__ import annotations
 
 import importlib
+import os
+import tempfile
+import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 if TYPE_CHECKING:
     from wrapper.se.credentials import StorageCredentials
+
+
+# Files being written (on an SE, or locally by a download) carry a temporary name beside their
+# final one until complete; listings skip them, and an interrupted run's leftovers are known.
+TEMP_PREFIX = ".gridpilot-"
+TEMP_SUFFIX = ".part"
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def temporary_name() -> str:
+    return f"{TEMP_PREFIX}{uuid.uuid4().hex}{TEMP_SUFFIX}"
+
+
+@contextmanager
+def atomic_file(dest: Path) -> Iterator[BinaryIO]:
+    """A file to write `dest` through: a temporary name beside it, fsynced and renamed over
+    `dest` (mode 0644) when the block ends, removed when it raises. Nobody ever sees half a
+    file under the real name, and a crash leaves none there. Raises OSError."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.chmod(0o644)
+        tmp.replace(dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    # The rename is durable only once the directory entry is on disk.
+    dir_fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class StorageError(Exception):

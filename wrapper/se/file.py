@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -24,16 +23,11 @@ from wrapper.se.base import (
     SpaceUsage,
     StorageError,
     StoragePlugin,
+    atomic_file,
+    is_temporary,
     register_plugin,
 )
 from wrapper.se.credentials import StorageCredentials
-
-_TMP_PREFIX = ".gridpilot-"
-_TMP_SUFFIX = ".part"
-
-
-def _is_temporary(name: str) -> bool:
-    return name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX)
 
 
 @register_plugin
@@ -81,25 +75,8 @@ class FilePlugin(StoragePlugin):
 
     @staticmethod
     def _write_atomically(source: BinaryIO, dest: Path) -> None:
-        """Copy into a temporary file next to `dest`, fsync, then rename over `dest`."""
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(source, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.chmod(0o644)
-            tmp.replace(dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        # The rename is durable only once the directory entry is on disk.
-        dir_fd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        with atomic_file(dest) as out:
+            shutil.copyfileobj(source, out, 1 << 20)
 
     # -- the plugin interface --------------------------------------------------------------
 
@@ -171,7 +148,7 @@ class FilePlugin(StoragePlugin):
                 )
             for dirpath, _dirs, files in os.walk(top, onerror=_raise):
                 for name in files:
-                    if _is_temporary(name):
+                    if is_temporary(name):
                         continue
                     rel_path = Path(dirpath, name).relative_to(self.root)
                     found.append("/" + rel_path.as_posix())

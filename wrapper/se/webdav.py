@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
-import tempfile
-import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,7 +30,10 @@ from wrapper.se.base import (
     SpaceUsage,
     StorageError,
     StoragePlugin,
+    atomic_file,
+    is_temporary,
     register_plugin,
+    temporary_name,
 )
 from wrapper.se.credentials import StorageCredentials
 from wrapper.se.webdav_xml import (
@@ -47,15 +48,9 @@ from wrapper.se.webdav_xml import (
 )
 
 _CHUNK = 1 << 20
-_TMP_PREFIX = ".gridpilot-"
-_TMP_SUFFIX = ".part"
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 60.0
 _XML = {"Content-Type": 'application/xml; charset="utf-8"'}
-
-
-def _is_temporary(name: str) -> bool:
-    return name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX)
 
 
 def ssl_context(credentials: StorageCredentials) -> ssl.SSLContext:
@@ -268,7 +263,7 @@ class WebdavPlugin(StoragePlugin):
             if not self._supports_move():
                 self._put(source, size, lfn, lfn)
                 return
-            name = f"{_TMP_PREFIX}{uuid.uuid4().hex}{_TMP_SUFFIX}"
+            name = temporary_name()
             temp = str(PurePosixPath(lfn).with_name(name))
             try:
                 self._put(source, size, temp, lfn)
@@ -283,29 +278,19 @@ class WebdavPlugin(StoragePlugin):
 
     def download(self, lfn: str, local: Path) -> None:
         lfn = self.checked_lfn(lfn)
-        with self._mapped("download", lfn), self._get(lfn, "download") as response:
-            local.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(
-                dir=local.parent, prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX
-            )
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in response.iter_bytes(_CHUNK):
-                        out.write(chunk)
-                    expected = response.headers.get("Content-Length", "")
-                    if expected.isdigit() and out.tell() != int(expected):
-                        raise SEUnavailableError(
-                            f"download: SE {self.base_url} sent {out.tell()} of the "
-                            f"{expected} bytes of {lfn}"
-                        )
-                    out.flush()
-                    os.fsync(out.fileno())
-                tmp.chmod(0o644)
-                tmp.replace(local)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+        with (
+            self._mapped("download", lfn),
+            self._get(lfn, "download") as response,
+            atomic_file(local) as out,
+        ):
+            for chunk in response.iter_bytes(_CHUNK):
+                out.write(chunk)
+            expected = response.headers.get("Content-Length", "")
+            if expected.isdigit() and out.tell() != int(expected):
+                raise SEUnavailableError(
+                    f"download: SE {self.base_url} sent {out.tell()} of the "
+                    f"{expected} bytes of {lfn}"
+                )
 
     def delete(self, lfn: str) -> None:
         lfn = self.checked_lfn(lfn)
@@ -357,7 +342,7 @@ class WebdavPlugin(StoragePlugin):
                         f"list: {lpn} on SE {self.base_url} is a file, not a directory"
                     )
                 files, collections = inside
-                found += [f for f in files if not _is_temporary(PurePosixPath(f).name)]
+                found += [f for f in files if not is_temporary(PurePosixPath(f).name)]
                 pending += [c + "/" for c in collections if c + "/" not in seen]
                 seen.update(c + "/" for c in collections)
         return sorted(found)

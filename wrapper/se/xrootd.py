@@ -18,8 +18,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import tempfile
-import uuid
 import zlib
 from collections.abc import Generator
 from pathlib import Path, PurePosixPath
@@ -35,12 +33,13 @@ from wrapper.se.base import (
     SpaceUsage,
     StorageError,
     StoragePlugin,
+    atomic_file,
+    is_temporary,
     register_plugin,
+    temporary_name,
 )
 from wrapper.se.credentials import StorageCredentials
 
-_TMP_PREFIX = ".gridpilot-"
-_TMP_SUFFIX = ".part"
 _CHUNK = 4 << 20
 
 # Server error numbers (XProtocol.hh) the plugin tells apart.
@@ -210,7 +209,7 @@ class XrootdPlugin(StoragePlugin):
                 f"upload of {lfn} to {self.base_url}: cannot read {local}: {exc}"
             ) from exc
         parent = PurePosixPath(path).parent
-        tmp = str(parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}{_TMP_SUFFIX}")
+        tmp = str(parent / temporary_name())
         with source:
             try:
                 self._verify(lfn, tmp, *self._write_remote(source, local, lfn, tmp))
@@ -224,28 +223,18 @@ class XrootdPlugin(StoragePlugin):
 
     def download(self, lfn: str, local: Path) -> None:
         chunks = self._chunks("download", lfn, self._path(lfn))
-        tmp: Path | None = None
         try:
             # Read from the SE first: a missing file leaves nothing behind locally.
             first = next(chunks, b"")
-            local.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=local.parent, prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX)
-            tmp = Path(name)
-            with os.fdopen(fd, "wb") as out:
+            with atomic_file(local) as out:
                 for chunk in itertools.chain([first], chunks):
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.chmod(0o644)
-            tmp.replace(local)
         except OSError as exc:
             raise StorageError(
                 f"download of {lfn} from {self.base_url}: cannot write {local}: {exc}"
             ) from exc
         finally:
             chunks.close()
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
 
     def delete(self, lfn: str) -> None:
         status, _ = self._fs_handle().rm(self._path(lfn))
@@ -279,7 +268,7 @@ class XrootdPlugin(StoragePlugin):
             if entry.statinfo.flags & StatInfoFlags.IS_DIR:
                 continue
             full = PurePosixPath(str(listing.parent), str(entry.name))
-            if full.name.startswith(_TMP_PREFIX) and full.name.endswith(_TMP_SUFFIX):
+            if is_temporary(full.name):
                 continue  # an upload in progress (or one a dead server still holds)
             found.append("/" + full.relative_to(self.base_path or "/").as_posix())
         return sorted(found)
