@@ -57,6 +57,9 @@ class BackendContext:
     options: Mapping[str, Any] = field(default_factory=dict)
     # The pilot bundle backends for remote worker nodes ship (director.pilot_bundle).
     bundle: PilotBundle | None = None
+    # The director's name (director.name): a backend that tags what it creates (cloud VMs)
+    # finds its own by it.
+    director: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,10 @@ class Backend(abc.ABC):
 
     #: The name the backend is registered under (also recorded in central's pilot records).
     name: str = ""
+    #: The longest registration token (seconds) this backend's pilots should get, whatever
+    #: the queue's `pilot.token_lifetime` says; 0 = no cap of the backend's own. A backend
+    #: whose token can be read where it waits (cloud user data) keeps it short.
+    max_token_lifetime: float = 0.0
 
     @abc.abstractmethod
     def submit(self, request: SubmitRequest) -> list[SubmitResult]:

@@ -121,8 +121,11 @@ class CentralClient:
     def close(self) -> None:
         self._channel.close()
 
-    def mint_pilot_tokens(self, queue: QueueSection, count: int) -> list[str]:
-        """Single-use registration tokens for `count` pilots of the queue."""
+    def mint_pilot_tokens(
+        self, queue: QueueSection, count: int, *, lifetime: float | None = None
+    ) -> list[str]:
+        """Single-use registration tokens for `count` pilots of the queue, valid `lifetime`
+        seconds (None: the queue's `pilot.token_lifetime`; 0: central's default)."""
         tokens: list[str] = []
         while len(tokens) < count:
             request = auth_pb2.MintPilotTokensRequest(
@@ -130,7 +133,7 @@ class CentralClient:
                 ce=queue.ce,
                 queue=queue.name,
                 count=min(count - len(tokens), MAX_TOKENS_PER_CALL),
-                lifetime=queue.pilot.token_lifetime,
+                lifetime=queue.pilot.token_lifetime if lifetime is None else lifetime,
             )
             try:
                 response = self._auth.MintPilotTokens(

@@ -148,7 +148,11 @@ class Director:
         bundle = self._load_bundle()
         for queue in self.config.queues:
             context = BackendContext(
-                queue.name, self.work_dir, queue.backend_options, bundle=bundle
+                queue.name,
+                self.work_dir,
+                queue.backend_options,
+                bundle=bundle,
+                director=self.config.director.name,
             )
             try:
                 backend = registry.create(queue.backend, context)

@@ -80,6 +80,14 @@ def pilot_arguments(
     return (*argv, *p.extra_args)
 
 
+def token_lifetime(requested: float, cap: float) -> float:
+    """The registration token lifetime to ask central for: the queue's (0 = central's
+    default), capped by the backend's `max_token_lifetime` (0 = no cap)."""
+    if cap <= 0:
+        return requested
+    return min(requested, cap) if requested > 0 else cap
+
+
 def pilot_queue(queue: QueueSection) -> PilotQueue:
     return PilotQueue(
         name=queue.name,
@@ -110,7 +118,8 @@ def submit_pilots(
     report = SubmissionReport()
     if count <= 0:
         return report
-    tokens = client.mint_pilot_tokens(queue, count)
+    lifetime = token_lifetime(queue.pilot.token_lifetime, backend.max_token_lifetime)
+    tokens = client.mint_pilot_tokens(queue, count, lifetime=lifetime)
     if len(tokens) < count:
         log.warning("pilots.fewer_tokens", queue=queue.name, asked=count, minted=len(tokens))
     pilot_ids = [uuid.uuid4().hex for _ in tokens]

@@ -16,7 +16,7 @@ from sitedirectors.config import QueueSection
 from sitedirectors.director import director_security
 from sitedirectors.journal import Journal
 from sitedirectors.local import LocalBackend
-from sitedirectors.submission import pilot_arguments, submit_pilots
+from sitedirectors.submission import pilot_arguments, submit_pilots, token_lifetime
 from tests.sitedirectors.helpers import (
     director_config,
     director_token_file,
@@ -96,3 +96,19 @@ def test_refused_minting_records_and_submits_nothing(
     assert info.value.code == "PERMISSION_DENIED"
     assert list_pilots(central) == []
     assert not (tmp_path / "pilots").exists()
+
+
+@pytest.mark.parametrize(
+    ("requested", "cap", "expected"),
+    [
+        (3600.0, 0.0, 3600.0),  # no cap of the backend's own
+        (3600.0, 900.0, 900.0),  # the backend's cap wins
+        (600.0, 900.0, 600.0),  # a shorter queue setting stays
+        (0.0, 900.0, 900.0),  # central's default replaced by the cap
+        (0.0, 0.0, 0.0),
+    ],
+)
+def test_registration_token_lifetime_is_capped_by_the_backend(
+    requested: float, cap: float, expected: float
+) -> None:
+    assert token_lifetime(requested, cap) == expected
