@@ -29,16 +29,20 @@ SHIPPED: dict[str, str] = {
 }
 
 
-def _lazy(target: str) -> BackendFactory:
+# Backends whose libraries come with an extra of the gridpilot package.
+EXTRAS = {"cloud": "cloud"}
+
+
+def _lazy(target: str, extra: str = "") -> BackendFactory:
     module_name, _, attribute = target.partition(":")
+    hint = f"pip install 'gridpilot[{extra}]'" if extra else "reinstall gridpilot"
 
     def create(context: BackendContext) -> Backend:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise BackendConfigError(
-                f"queues[{context.queue}].backend: cannot load {module_name} ({exc}); "
-                "is gridpilot installed with its dependencies?"
+                f"queues[{context.queue}].backend: cannot load {module_name} ({exc}); {hint}"
             ) from exc
         factory: BackendFactory = getattr(module, attribute)
         return factory(context)
@@ -77,5 +81,5 @@ def default_registry() -> BackendRegistry:
     """A registry with every backend shipped with gridpilot."""
     registry = BackendRegistry()
     for name, target in SHIPPED.items():
-        registry.register(name, _lazy(target))
+        registry.register(name, _lazy(target, EXTRAS.get(name, "")))
     return registry
