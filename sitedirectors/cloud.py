@@ -28,9 +28,10 @@ has the pilot's user firewalled from it, which also keeps payloads away -- and h
 this tenant's API credentials (the director's own). Other tenants cannot: metadata is served
 only to the instance, and user data only through the tenant's API. Tags, console output and
 logs never carry it. That is acceptable because the token is single-use (central refuses it
-once the pilot has registered, seconds after boot) and short-lived: cloud queues should mint
-it for at most `MAX_TOKEN_LIFETIME` seconds (`[queues.pilot].token_lifetime`; `boot_timeout`
-deletes a VM whose pilot did not register in time anyway).
+once the pilot has registered, seconds after boot) and short-lived: cloud queues mint it for
+at most `MAX_TOKEN_LIFETIME` seconds whatever `[queues.pilot].token_lifetime` says
+(`Backend.max_token_lifetime`; `boot_timeout` deletes a VM whose pilot did not register in
+time anyway).
 
 Backend options ([queues.backend_options]; credentials only through credentials_file):
 

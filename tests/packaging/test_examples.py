@@ -8,6 +8,7 @@ from central.config import load_config as load_central_config
 from sitedirectors.base import Backend, BackendContext
 from sitedirectors.config import load_config as load_director_config
 from sitedirectors.registry import default_registry
+from tests.support.bundle import echo_bundle
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "packaging" / "examples"
 
@@ -25,19 +26,35 @@ def test_director_example_loads() -> None:
     assert [q.backend for q in config.queues] == ["local"]
 
 
+# What the examples' credential files hold (the backends read them when they are built).
+_LOCAL_FILES = {
+    "key_file": "",
+    "known_hosts": "",
+    "token_file": "a-token\n",
+    "credentials_file": 'key_id = "AKIA"\nsecret = "s"\nusername = "u"\npassword = "p"\n'
+    'tenant = "t"\n',
+}
+
+
 def _backends(config_file: Path, tmp_path: Path) -> dict[str, Backend]:
-    """The example's queues as backends, with its key and known_hosts paths pointing at
-    files that exist here (the backends check they do); nothing is contacted."""
+    """The example's queues as backends, with its key, known_hosts, token and credentials
+    paths pointing at files that exist here (the backends check they do); nothing is
+    contacted."""
     config = load_director_config(config_file)
-    for name in ("id_ed25519", "known_hosts"):
-        (tmp_path / name).write_text("")
+    # A real bundle stands in for the example's director.pilot_bundle.
+    bundle = echo_bundle(tmp_path / "bundle") if config.director.pilot_bundle else None
     backends: dict[str, Backend] = {}
     for queue in config.queues:
-        options = {
-            key: str(tmp_path / Path(value).name) if key in ("key_file", "known_hosts") else value
-            for key, value in queue.backend_options.items()
-        }
-        context = BackendContext(queue.name, tmp_path, options)
+        options = dict(queue.backend_options)
+        for key, content in _LOCAL_FILES.items():
+            if key in options:
+                local = tmp_path / Path(options[key]).name
+                local.write_text(content)
+                local.chmod(0o600)
+                options[key] = str(local)
+        context = BackendContext(
+            queue.name, tmp_path, options, bundle=bundle, director=config.director.name
+        )
         backends[queue.name] = default_registry().create(queue.backend, context)
     return backends
 
@@ -55,3 +72,16 @@ def test_ssh_director_example_loads(tmp_path: Path) -> None:
     }
     for backend in backends.values():
         backend.close()
+
+
+def test_htcondorce_director_example_loads(tmp_path: Path) -> None:
+    backends = _backends(EXAMPLES / "director-htcondorce.toml", tmp_path)
+    assert {name: b.name for name, b in backends.items()} == {"kek-ce01": "htcondorce"}
+
+
+def test_cloud_director_example_loads(tmp_path: Path) -> None:
+    backends = _backends(EXAMPLES / "director-cloud.toml", tmp_path)
+    assert {name: b.name for name, b in backends.items()} == {
+        "cloud-ec2": "cloud",
+        "cloud-openstack": "cloud",
+    }
