@@ -199,12 +199,14 @@ class RunningJob:
         was reparented away takes its CPU with it, but it was consumed all the same)."""
         sample = sample_tree(self.pid, self.pid, members)
         self._cpu_seen = max(self._cpu_seen, sample.cpu_seconds)
-        if self.running:
+        # Once the job's processes are gone (the wrapper exited, reaped or not), its memory
+        # is what it was last seen using, not nothing.
+        if sample.processes:
             self._rss = sample.rss_bytes
         return sample
 
     def heartbeat(self, load: float, members: list[int] | None = None) -> pilots_pb2.JobHeartbeat:
-        sample = self.measure(members)
+        self.measure(members)
         try:
             disk = disk_free_bytes(self.job_dir)
         except OSError:
@@ -214,7 +216,7 @@ class RunningJob:
             attempt=self.attempt,
             cpu_seconds=self._cpu_seen,
             wall_seconds=self.wall_seconds,
-            rss_bytes=sample.rss_bytes,
+            rss_bytes=self._rss,
             disk_free_bytes=disk,
             load_average=load,
             stdout_tail=tail_lines(self.job_dir / PAYLOAD_LOG, STDOUT_TAIL_LINES),

@@ -164,6 +164,21 @@ def test_heartbeat_measures_the_whole_tree(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_a_heartbeat_after_the_job_ended_keeps_its_last_memory(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        job = _start(tmp_path, "burn")
+        await _wait_for_file(job.job_dir / "started")
+        running = job.heartbeat(load=0.0)
+        assert running.rss_bytes > 1024 * 1024
+        await job.kill(grace=1.0)
+        await _wait(job)
+        # No process left to measure: the job used what it was last seen using.
+        assert sample_tree(job.pid, job.pid).processes == 0
+        assert job.heartbeat(load=0.0).rss_bytes == running.rss_bytes
+
+    asyncio.run(scenario())
+
+
 def test_leftover_processes_are_killed_after_the_wrapper_exits(tmp_path: Path) -> None:
     async def scenario() -> None:
         job = _start(tmp_path, "hang")
