@@ -113,7 +113,7 @@ def test_ds_get_reads_past_a_bad_copy_and_reports_it(
     good = os.urandom(4000)
     register_files(central, {lfn: good}, (LOCAL_SE, FAR_SE))
     # Same size, other contents: only the adler32 tells.
-    (central.se_dirs[LOCAL_SE] / lfn.lstrip("/")).write_bytes(b"X" + good[1:])
+    (central.se_dirs[LOCAL_SE] / lfn.lstrip("/")).write_bytes(bytes([good[0] ^ 0xFF]) + good[1:])
     assert [r["se"] for r in _replicas(central, run_cli, lfn)["replicas"]] == [LOCAL_SE, FAR_SE]
 
     result = run_cli(gb2_ds.ds_get_main, [lpn, "-d", str(tmp_path), "--site", SITE, *_c(central)])
@@ -169,7 +169,7 @@ def test_a_failed_suspect_report_only_warns(
     lfn = f"{lpn}/a.root"
     good = os.urandom(2000)
     register_files(central, {lfn: good}, (LOCAL_SE, FAR_SE))
-    (central.se_dirs[LOCAL_SE] / lfn.lstrip("/")).write_bytes(b"Y" + good[1:])
+    (central.se_dirs[LOCAL_SE] / lfn.lstrip("/")).write_bytes(bytes([good[0] ^ 0xFF]) + good[1:])
     real_call = CentralClient.call
 
     def call(self: CentralClient, method: Any, request: Any, timeout: float | None = None) -> Any:
