@@ -39,7 +39,8 @@ Options ([queues.backend_options]); `endpoint` and one credential are required:
     ca_dir = ""                    # or a hashed CA directory (/etc/grid-security/certificates)
     walltime = 0                   # minutes; 0 = the CE's default
     runtime_environments = []      # ARC runtime environments the jobs ask for
-    bundle_url = ""                # A-REX fetches the pilot bundle from here (its cache helps)
+    bundle_url = ""                # A-REX fetches the pilot bundle from here (its cache helps;
+                                   # {file_name}, {sha256}: the director's bundle)
                                    # instead of one upload per job; must serve the director's
                                    # bundle byte for byte (the start script checks SHA-256)
     cache_dir = ""                 # where nodes unpack the bundle; default: the session dir
@@ -517,7 +518,8 @@ class ArcBackend(Backend):
         inputs = [InputFile(name) for name in files.files]
         if not launch.command and self.bundle is not None:
             if self.options.bundle_url:
-                inputs.append(InputFile(self.bundle.file_name, self.options.bundle_url))
+                url = self.bundle.url_from(self.options.bundle_url)
+                inputs.append(InputFile(self.bundle.file_name, url))
             else:
                 files.files[self.bundle.file_name] = self.bundle.path
                 inputs.append(InputFile(self.bundle.file_name))

@@ -36,6 +36,12 @@ class PilotBundle:
     def file_name(self) -> str:
         return f"gridpilot-pilot-{self.sha256}.tar.gz"
 
+    def url_from(self, template: str) -> str:
+        """Where worker nodes fetch this bundle: a backend's `bundle_url` with `{file_name}`
+        and `{sha256}` filled in (publish each bundle under its own name, and a node can
+        never fetch an older one by mistake)."""
+        return template.replace("{file_name}", self.file_name).replace("{sha256}", self.sha256)
+
     @classmethod
     def load(cls, path: Path) -> PilotBundle:
         try:

@@ -322,9 +322,7 @@ class CloudBackend(Backend):
                     "director.pilot_bundle to fetch the pilot from"
                 )
             sha256, file_name = self.bundle.sha256, self.bundle.file_name
-            bundle_url = self.options.bundle_url.replace("{file_name}", file_name).replace(
-                "{sha256}", sha256
-            )
+            bundle_url = self.bundle.url_from(self.options.bundle_url)
         return VmPilot(
             pilot_id=launch.pilot_id,
             arguments=launch.arguments,

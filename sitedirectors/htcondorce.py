@@ -44,7 +44,8 @@ Backend options ([queues.backend_options]):
     vanish_grace = 120.0            # seconds a new job may stay invisible before "vanished"
     history_lookback = 86400.0      # seconds of the CE's history searched for ended jobs
     work_dir = ""                   # local files; default <director work_dir>/htcondorce
-    bundle_url = ""                 # worker nodes fetch the bundle here (HTTP(S), OSDF)
+    bundle_url = ""                 # worker nodes fetch the bundle here (HTTP(S), OSDF);
+                                    # {file_name}, {sha256}: the director's bundle
     bundle_path = ""                # the bundle is already on the worker nodes here
 
 By default the bundle is spooled with every pilot (simple, but one copy per pilot goes
@@ -297,8 +298,9 @@ class HTCondorCEBackend(Backend):
         if self.options.bundle_path:
             return BundleOnNode(self.options.bundle_path, self.bundle.sha256, _NODE_CACHE), ""
         if self.options.bundle_url:
-            name = PurePosixPath(urlparse(self.options.bundle_url).path).name or "bundle.tar.gz"
-            return BundleOnNode(name, self.bundle.sha256, _NODE_CACHE), self.options.bundle_url
+            url = self.bundle.url_from(self.options.bundle_url)
+            name = PurePosixPath(urlparse(url).path).name or "bundle.tar.gz"
+            return BundleOnNode(name, self.bundle.sha256, _NODE_CACHE), url
         return BundleOnNode(self.bundle.path.name, self.bundle.sha256, _NODE_CACHE), str(
             self.bundle.path
         )
