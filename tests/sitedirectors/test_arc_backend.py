@@ -39,30 +39,18 @@ from tests.sitedirectors.conformance import (
     is_final,
     wait_status,
 )
-from tests.support.arc import ArcCe, free_port, require_arc, shared_arc
-from tests.support.bundle import NODE_PYTHON, echo_bundle, require_node_python
+from tests.support.arc import ArcCe, free_port
+from tests.support.bundle import NODE_PYTHON, echo_bundle
 from tests.support.pki import TestPki
 
 # A-REX's status lags by up to its information provider's period (5 s here) and sees a job
 # end up to ~20 s late: every wait of the suite gets this long instead of its own.
+# One A-REX for all of them: every ARC test runs on the same test worker.
+pytestmark = pytest.mark.xdist_group("arc")
+
 ARC_WAIT = 90.0
 STATUS_LAG = 5.0
 VANISH_GRACE = 2.0
-
-
-@pytest.fixture(scope="session")
-def arc_ce() -> Iterator[ArcCe]:
-    require_arc()
-    require_node_python()
-    with shared_arc() as ce:
-        yield ce
-
-
-@pytest.fixture
-def arc(arc_ce: ArcCe) -> Iterator[ArcCe]:
-    """The CE, left as found: this test's jobs killed and cleaned, their processes gone."""
-    yield arc_ce
-    arc_ce.kill_all_jobs()
 
 
 def python_launch(pilot_id: str, code: str, **fields: Any) -> PilotLaunch:

@@ -33,31 +33,17 @@ from tests.sitedirectors.helpers import (
     run_until,
     submit_payload_jobs,
 )
-from tests.support.arc import ArcCe, require_arc, shared_arc
-from tests.support.bundle import NODE_PYTHON, require_node_python
+from tests.support.arc import ArcCe
+from tests.support.bundle import NODE_PYTHON
 from tests.support.central_process import FAILOVER_SE, LOCAL_SE, QUEUE, SITE, running_central
 
-pytestmark = pytest.mark.e2e
+# One A-REX for all of them: every ARC test runs on the same test worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("arc")]
 
 PS = common_pb2.PilotState
 JS = common_pb2.JobStatus
 FINAL_JOB_STATUSES = {JS.JOB_STATUS_DONE, JS.JOB_STATUS_FAILED, JS.JOB_STATUS_KILLED}
 JWT_PREFIX = "eyJ"
-
-
-@pytest.fixture(scope="session")
-def arc_ce() -> Iterator[ArcCe]:
-    require_arc()
-    require_node_python()
-    with shared_arc() as ce:
-        yield ce
-
-
-@pytest.fixture
-def arc(arc_ce: ArcCe) -> Iterator[ArcCe]:
-    """The CE, left as found: this test's jobs killed and cleaned, their processes gone."""
-    yield arc_ce
-    arc_ce.kill_all_jobs()
 
 
 @pytest.fixture

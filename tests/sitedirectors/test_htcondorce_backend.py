@@ -42,27 +42,18 @@ from tests.sitedirectors.conformance import (
     wait_status,
 )
 from tests.support.bundle import echo_bundle
-from tests.support.htcondor import DOMAIN, IDENTITY, HTCondorCE, session_htcondor
+from tests.support.htcondor import DOMAIN, IDENTITY, HTCondorCE
 from tests.support.slurm import free_port
 
 # Short, because the tests make jobs vanish: a job older than this in the CE's history is not
 # found any more, and one unseen this long after its submission has vanished.
+# One schedd in the one cached Debian root: every HTCondor test on the same test worker.
+pytestmark = pytest.mark.xdist_group("htcondor")
+
 HISTORY_LOOKBACK = 2.0
 VANISH_GRACE = 2.0
 # A batch job waits for the negotiator before it runs: more than the suite's default.
 START = 30.0
-
-
-@pytest.fixture(scope="session")
-def htcondor_ce(request: pytest.FixtureRequest) -> HTCondorCE:
-    return session_htcondor(request)
-
-
-@pytest.fixture
-def ce(htcondor_ce: HTCondorCE) -> Iterator[HTCondorCE]:
-    """The CE, left as found: this test's jobs removed, their processes gone."""
-    yield htcondor_ce
-    htcondor_ce.daemons.remove_all_jobs()
 
 
 def options_for(ce: HTCondorCE, **options: Any) -> dict[str, Any]:

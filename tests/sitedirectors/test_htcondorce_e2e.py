@@ -40,19 +40,15 @@ from tests.sitedirectors.helpers import (
 )
 from tests.support.bundle import TEST_BUILD_EPOCH
 from tests.support.central_process import CE, QUEUE, CentralHandle, default_config, running_central
-from tests.support.htcondor import DOMAIN, IDENTITY, HTCondorCE, session_htcondor
+from tests.support.htcondor import DOMAIN, IDENTITY, HTCondorCE
 
-pytestmark = pytest.mark.e2e
+# One schedd in the one cached Debian root: every HTCondor test on the same test worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("htcondor")]
 
 PS = common_pb2.PilotState
 JS = common_pb2.JobStatus
 FINAL_JOB_STATUSES = {JS.JOB_STATUS_DONE, JS.JOB_STATUS_FAILED, JS.JOB_STATUS_KILLED}
 CONDOR_QUEUE = "condor"
-
-
-@pytest.fixture(scope="session")
-def htcondor_ce(request: pytest.FixtureRequest) -> HTCondorCE:
-    return session_htcondor(request)
 
 
 @pytest.fixture(scope="session")

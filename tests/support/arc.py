@@ -381,25 +381,3 @@ def running_arc(base_dir: Path | None = None) -> Iterator[ArcCe]:
     finally:
         ce.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-# One A-REX per test process, shared by every module that asks (it takes seconds to start).
-_shared: dict[str, Any] = {"users": 0, "stack": None, "ce": None}
-
-
-@contextlib.contextmanager
-def shared_arc() -> Iterator[ArcCe]:
-    """The process's A-REX, started on first use and stopped when its last user is done
-    (session-scoped fixtures of several test modules share it this way)."""
-    if _shared["users"] == 0:
-        stack = contextlib.ExitStack()
-        _shared["ce"] = stack.enter_context(running_arc())
-        _shared["stack"] = stack
-    _shared["users"] += 1
-    try:
-        yield _shared["ce"]
-    finally:
-        _shared["users"] -= 1
-        if _shared["users"] == 0:
-            _shared["stack"].close()
-            _shared["ce"] = None

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import psutil
-import pytest
 
 from tests.support.backends import require_backend, require_debian_backend
 
@@ -523,30 +522,15 @@ def running_htcondor(root: Path = ROOT) -> Iterator[HTCondorCE]:
         daemons.stop()
 
 
-_SESSION_KEY = pytest.StashKey[HTCondorCE]()
-
-
-def session_htcondor(request: pytest.FixtureRequest) -> HTCondorCE:
-    """One schedd for the whole test session, for the session-scoped fixture of every module
-    that asks (the same fixture defined in two modules would otherwise start two); stopped
-    -- and checked to leave nothing running or mounted -- when that fixture is torn down at
-    the end of the session."""
-    stash = request.config.stash
-    if _SESSION_KEY in stash:
-        return stash[_SESSION_KEY]
+@contextlib.contextmanager
+def htcondor_for_session() -> Iterator[HTCondorCE]:
+    """The session's schedd (tests/sitedirectors/conftest.py): the root built on first use,
+    stopped -- and checked to leave nothing running or mounted -- afterwards."""
     require_htcondor()
     try:
         build_root()
     except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
         # No network to Debian's mirror, say: skipped outside CI, a failure in CI.
         require_backend(False, f"a Debian {SUITE} root with HTCondor in {ROOT}", str(exc))
-    context = running_htcondor()
-    ce = context.__enter__()
-    stash[_SESSION_KEY] = ce
-
-    def stop() -> None:
-        del stash[_SESSION_KEY]
-        context.__exit__(None, None, None)
-
-    request.addfinalizer(stop)
-    return ce
+    with running_htcondor() as ce:
+        yield ce
