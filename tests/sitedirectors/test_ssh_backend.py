@@ -42,6 +42,9 @@ from tests.support.sshd import SshServer, free_port, running_sshd
 
 pytest_plugins = ["tests.sitedirectors.ssh_fixtures"]
 
+# Every test of the test account `gpilot` on one worker: their clean-up ends its processes.
+pytestmark = pytest.mark.xdist_group("ssh")
+
 PYTHON = "/usr/bin/python3"
 
 

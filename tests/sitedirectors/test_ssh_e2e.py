@@ -47,7 +47,8 @@ from tests.support.processes import (
 from tests.support.slurm import SlurmCluster
 from tests.support.sshd import SshServer, kill_user_processes
 
-pytestmark = pytest.mark.e2e
+# Every test of the test account `gpilot` on one worker: their clean-up ends its processes.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("ssh")]
 pytest_plugins = ["tests.sitedirectors.ssh_fixtures"]
 
 PS = common_pb2.PilotState
