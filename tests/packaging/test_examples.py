@@ -29,6 +29,7 @@ def test_director_example_loads() -> None:
 # What the examples' credential files hold (the backends read them when they are built).
 _LOCAL_FILES = {
     "key_file": "",
+    "cert_file": "",
     "known_hosts": "",
     "token_file": "a-token\n",
     "credentials_file": 'key_id = "AKIA"\nsecret = "s"\nusername = "u"\npassword = "p"\n'
@@ -52,6 +53,8 @@ def _backends(config_file: Path, tmp_path: Path) -> dict[str, Backend]:
                 local.write_text(content)
                 local.chmod(0o600)
                 options[key] = str(local)
+        if "ca_dir" in options:
+            options["ca_dir"] = str(tmp_path)
         context = BackendContext(
             queue.name, tmp_path, options, bundle=bundle, director=config.director.name
         )
@@ -85,3 +88,8 @@ def test_cloud_director_example_loads(tmp_path: Path) -> None:
         "cloud-ec2": "cloud",
         "cloud-openstack": "cloud",
     }
+
+
+def test_arc_director_example_loads(tmp_path: Path) -> None:
+    backends = _backends(EXAMPLES / "director-arc.toml", tmp_path)
+    assert {name: b.name for name, b in backends.items()} == {"desy-arc01": "arc"}
