@@ -66,7 +66,10 @@ def _path(value: str) -> str:
     """A path as a shell word: absolute as it is, relative below the start directory."""
     if value.startswith("/"):
         return _q(value)
-    return '"$start_dir"/' + _q(value.removeprefix("./") or ".")
+    relative = value.removeprefix("./").rstrip("/")
+    if relative in ("", "."):
+        return '"$start_dir"'
+    return '"$start_dir"/' + _q(relative)
 
 
 def _bundle_section(bundle: BundleOnNode) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import http.server
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -45,15 +46,17 @@ from tests.support.bundle import echo_bundle
 from tests.support.htcondor import DOMAIN, IDENTITY, HTCondorCE
 from tests.support.slurm import free_port
 
-# Short, because the tests make jobs vanish: a job older than this in the CE's history is not
-# found any more, and one unseen this long after its submission has vanished.
 # One schedd in the one cached Debian root: every HTCondor test on the same test worker.
 pytestmark = pytest.mark.xdist_group("htcondor")
 
+# Short, because the tests make jobs vanish: a job older than this in the CE's history is not
+# found any more, and one unseen this long after its submission has vanished.
 HISTORY_LOOKBACK = 2.0
 VANISH_GRACE = 2.0
 # A batch job waits for the negotiator before it runs: more than the suite's default.
 START = 30.0
+# The scratch directory the startd makes for each job (its EXECUTE directory's dir_<pid>).
+SCRATCH = r"/\S+/execute/dir_\d+"
 
 
 def options_for(ce: HTCondorCE, **options: Any) -> dict[str, Any]:
@@ -192,7 +195,7 @@ def test_many_pilots_go_in_few_transactions(ce: HTCondorCE, tmp_path: Path) -> N
     # One status call per poll for all of them, whatever their number.
     assert all(len(op["jobs"]) <= 12 for op in runner.ops("status"))
     for ref in refs:
-        assert backend.fetch_output(ref) == "pilot 1 .\n"
+        assert re.fullmatch(f"pilot 1 {SCRATCH}\n", backend.fetch_output(ref))
 
 
 # ---- refusals and an absent CE -----------------------------------------------------------------
@@ -411,8 +414,12 @@ def test_token_travels_only_in_a_private_file(
     assert token not in ad
     assert wait_status(backend, ref, is_final, timeout=START).state is PilotState.DONE
     info = json.loads(backend.fetch_output(ref))
+    # Relative to the job's scratch directory in the submission, absolute for the pilot.
+    scratch = info["argv"][-1]
+    assert re.fullmatch(SCRATCH, scratch)
     assert info["argv"] == [
-        "--token-file", "registration.token", "--ca", "ca.pem", "--work-dir", ".",
+        "--token-file", f"{scratch}/registration.token", "--ca", f"{scratch}/ca.pem",
+        "--work-dir", scratch,
     ]  # fmt: skip
     assert info["token"] == token
     assert info["mode"] == 0o600
@@ -437,6 +444,15 @@ def test_token_travels_only_in_a_private_file(
     assert token not in history
 
 
+def assert_launched_in_scratch(output: str, bundle: PilotBundle, arguments: str = "") -> None:
+    """The echo bundle's launcher ran from the cache in the job's scratch directory."""
+    match = re.fullmatch(f"launcher from ({SCRATCH})/bundle-cache/(\\w+): (.*)\n", output)
+    assert match, output
+    scratch, sha256, argv = match.groups()
+    assert sha256 == bundle.sha256
+    assert argv == f"{arguments}--work-dir {scratch}"
+
+
 def test_bundle_is_transferred_checked_and_run(ce: HTCondorCE, tmp_path: Path) -> None:
     bundle = echo_bundle(tmp_path / "bundle")
     backend = make_backend(ce, tmp_path / "w", bundle=bundle)
@@ -445,8 +461,8 @@ def test_bundle_is_transferred_checked_and_run(ce: HTCondorCE, tmp_path: Path) -
     for ref in refs:
         assert wait_status(backend, ref, is_final, timeout=START).state is PilotState.DONE
         output = backend.fetch_output(ref)
-        # Unpacked in the job's scratch directory, where HTCondor put it; relative paths.
-        assert output == f"launcher from bundle-cache/{bundle.sha256}: --site X --work-dir .\n"
+        # Unpacked in the job's scratch directory, where HTCondor put it.
+        assert_launched_in_scratch(output, bundle, "--site X ")
 
 
 def test_bundle_path_on_a_shared_file_system(ce: HTCondorCE, tmp_path: Path) -> None:
@@ -459,7 +475,7 @@ def test_bundle_path_on_a_shared_file_system(ce: HTCondorCE, tmp_path: Path) -> 
         [ref] = submit(backend, PilotLaunch(uuid.uuid4().hex))
         assert wait_status(backend, ref, is_final, timeout=START).state is PilotState.DONE
         output = backend.fetch_output(ref)
-        assert output == f"launcher from bundle-cache/{bundle.sha256}: --work-dir .\n"
+        assert_launched_in_scratch(output, bundle)
         # A bundle that is not the director's is refused on the node (exit 78).
         other = make_backend(
             ce,
@@ -504,7 +520,7 @@ def test_bundle_url_is_fetched_by_the_node(ce: HTCondorCE, tmp_path: Path) -> No
         [ref] = submit(backend, PilotLaunch(uuid.uuid4().hex))
         assert wait_status(backend, ref, is_final, timeout=START).state is PilotState.DONE
         output = backend.fetch_output(ref)
-        assert output == f"launcher from bundle-cache/{bundle.sha256}: --work-dir .\n"
+        assert_launched_in_scratch(output, bundle)
         missing = make_backend(ce, tmp_path / "w2", bundle=bundle, bundle_url=f"{base}/nosuch.tgz")
         [bad] = submit(missing, PilotLaunch(uuid.uuid4().hex))
         held = wait_status(missing, bad, is_final, timeout=START)
