@@ -4,18 +4,17 @@ Native ARC states map onto pilot states by `NATIVE_STATES` (the table at the top
 sitedirectors/arc_parse.py, with the parsers and the xRSL builder). Per cycle, a queue's new
 pilots go to the CE in one `POST /jobs?action=new` (a multi-job xRSL, `+(&...)(&...)`, up to
 `max_jobs_per_request` descriptions), then each job's inputs are uploaded into its session
-directory (`PUT /jobs/<id>/session/<file>`): a small job wrapper (the job's executable), the
-pilot's start script (sitedirectors/start_script.py, written by sitedirectors/staging.py),
-central's CA, the registration token and, unless `bundle_url` is set, the pilot bundle.
+directory (`PUT /jobs/<id>/session/<file>`): the pilot's start script (the job's executable:
+sitedirectors/start_script.py, written by sitedirectors/staging.py, its paths relative to the
+session directory), central's CA, the registration token and, unless `bundle_url` is set,
+the pilot bundle.
 A-REX starts the job once every declared input is there; its output goes to `pilot.log`, the
 one file kept after the job ends (`fetch_output` reads its tail).
 
 The registration token travels only in the body of its own upload, into the session
 directory, which A-REX creates 0700 for the local account the CE maps the director's
 credential to: on the worker node only that account (and root) can read it, as with the 0600
-file of the other backends; it is never in the xRSL, a URL or the job's environment. The job
-wrapper exists because the session directory's path on the node is known only to the job: the
-start script is written with a placeholder that the wrapper replaces before running it.
+file of the other backends; it is never in the xRSL, a URL or the job's environment.
 
 Status comes in bulk from `action=status`, which A-REX answers from a per-job file its
 information provider rewrites about once a minute: a job may show an earlier state (ACCEPTED)
@@ -70,7 +69,6 @@ from gridpilot.logs import get_logger
 from gridpilot.security.files import write_file_atomic
 from sitedirectors.arc_parse import (
     NATIVE_STATES,
-    SESSION_PLACEHOLDER,
     VANISHED,
     InputFile,
     JobDescription,
@@ -84,7 +82,6 @@ from sitedirectors.arc_parse import (
     parse_info,
     parse_new_jobs,
     parse_status,
-    render_job_wrapper,
     render_submission,
     submit_error_is_transient,
     to_status,
@@ -119,9 +116,6 @@ __all__ = [
 log = get_logger(__name__)
 
 REST_PATH = "/rest/1.0"
-JOB_WRAPPER = "gridpilot-arc-job.sh"
-# What the job wrapper makes of the start script (the session directory's path filled in).
-RUNNABLE_SCRIPT = "pilot-start.sh"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^\s\"'()]+$")
 _CHUNK = 1 << 20
@@ -362,16 +356,16 @@ class ArcRest:
 @dataclass
 class SessionFiles:
     """`RemoteFiles` over a job's session directory not created yet: what write_pilot_files
-    writes under SESSION_PLACEHOLDER is kept (as bytes, or the local file to send) and
-    uploaded once A-REX has made the job. Modes do not travel: A-REX writes the files as the
-    mapped account into the job's private (0700) session directory."""
+    writes there (paths relative to it: the start script takes them from the directory the
+    job starts in) is kept, as bytes or as the local file to send, and uploaded once A-REX has
+    made the job. Modes do not travel: A-REX writes the files as the mapped account into the
+    job's private (0700) session directory."""
 
     files: dict[str, bytes | Path] = field(default_factory=dict)
 
     def _name(self, path: str) -> str:
-        prefix = SESSION_PLACEHOLDER + "/"
-        name = path.removeprefix(prefix)
-        if not path.startswith(prefix) or not is_safe_name(name):
+        name = path.removeprefix("./")
+        if not is_safe_name(name):
             raise ValueError(f"not a file of the session directory: {path!r}")
         return name
 
@@ -495,9 +489,9 @@ class ArcBackend(Backend):
     def _bundle_on_node(self) -> BundleOnNode | None:
         if self.bundle is None:
             return None
-        cache = self.options.cache_dir or f"{SESSION_PLACEHOLDER}/bundle-cache"
-        path = f"{SESSION_PLACEHOLDER}/{self.bundle.file_name}"
-        return BundleOnNode(path, self.bundle.sha256, cache)
+        # Relative paths: in the session directory, wherever A-REX puts it on the node.
+        cache = self.options.cache_dir or "bundle-cache"
+        return BundleOnNode(self.bundle.file_name, self.bundle.sha256, cache)
 
     def _prepare(self, queue: PilotQueue, launch: PilotLaunch) -> _Prepared | SubmitResult:
         pilot_id = launch.pilot_id
@@ -509,12 +503,9 @@ class ArcBackend(Backend):
             )
         files = SessionFiles()
         try:
-            write_pilot_files(files, launch, SESSION_PLACEHOLDER, self._bundle_on_node())
+            write_pilot_files(files, launch, ".", self._bundle_on_node())
         except (ValueError, OSError) as exc:
             return SubmitResult.failed(pilot_id, f"cannot prepare pilot {pilot_id}: {exc}")
-        files.files[JOB_WRAPPER] = render_job_wrapper(
-            pilot_id, START_SCRIPT, RUNNABLE_SCRIPT
-        ).encode()
         inputs = [InputFile(name) for name in files.files]
         if not launch.command and self.bundle is not None:
             if self.options.bundle_url:
@@ -524,7 +515,7 @@ class ArcBackend(Backend):
                 files.files[self.bundle.file_name] = self.bundle.path
                 inputs.append(InputFile(self.bundle.file_name))
         description = JobDescription(
-            executable=JOB_WRAPPER,
+            executable=START_SCRIPT,
             inputs=tuple(inputs),
             log_file=LOG_FILE,
             job_name=f"gridpilot-{pilot_id}",

@@ -3,15 +3,11 @@ LRMS): the state table, the answer parsers, the xRSL builder and the job wrapper
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 
 from central.models.pilot_states import FINAL_PILOT_STATES, PilotState
 from sitedirectors.arc_parse import (
     NATIVE_STATES,
-    SESSION_PLACEHOLDER,
     InputFile,
     JobDescription,
     is_gone,
@@ -22,7 +18,6 @@ from sitedirectors.arc_parse import (
     parse_info,
     parse_new_jobs,
     parse_status,
-    render_job_wrapper,
     render_submission,
     render_xrsl,
     submit_error_is_transient,
@@ -249,31 +244,3 @@ def test_several_descriptions_are_one_multi_job_xrsl() -> None:
     assert render_submission([description(), description()]) == f"+({one})({one})"
     with pytest.raises(ValueError, match="nothing"):
         render_submission([])
-
-
-def test_job_wrapper_puts_the_session_path_into_the_start_script(tmp_path: Path) -> None:
-    session = tmp_path / "session" / JOB_A
-    session.mkdir(parents=True)
-    (session / "start.sh").write_text(
-        f"#!/bin/sh\necho token at {SESSION_PLACEHOLDER}/registration.token\n"
-        f"cd {SESSION_PLACEHOLDER}/work 2>/dev/null || echo no work dir\n"
-    )
-    wrapper = session / "job.sh"
-    wrapper.write_text(render_job_wrapper("p1", "start.sh", "run-start.sh"))
-    done = subprocess.run(
-        ["/bin/sh", str(wrapper)], cwd=session, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
-        f"token at {session}/registration.token",
-        "no work dir",
-    ]
-    odd = tmp_path / "with space"
-    odd.mkdir()
-    (odd / "start.sh").write_text("echo should not run\n")
-    refused = subprocess.run(
-        ["/bin/sh", str(wrapper)], cwd=odd, capture_output=True, text=True, check=False
-    )
-    assert refused.returncode == 78
-    assert "cannot use session directory" in refused.stderr
-    assert "should not run" not in refused.stdout
