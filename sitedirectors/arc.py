@@ -27,46 +27,24 @@ backend already saw it end or cancelled it. `cancel` is `action=kill`: with ARC'
 this stops only the job's shell, not the pilot under it, so a pilot also ends itself when
 central tells it to. `cleanup` is `action=clean` for jobs that ended.
 
-Options ([queues.backend_options]); `endpoint` and one credential are required:
-
-    endpoint = "https://ce.example.org:8443/arex"  # A-REX's wsurl; /rest/1.0 is appended
-    queue = ""                     # the CE's queue (default: the CE's default queue)
-    cert_file = ""                 # client certificate + key (PEM, key unencrypted), or...
-    key_file = ""
-    token_file = ""                # ...a bearer token (re-read whenever the file changes)
-    ca_file = ""                   # CAs to verify the CE (else the system's)
-    ca_dir = ""                    # or a hashed CA directory (/etc/grid-security/certificates)
-    walltime = 0                   # minutes; 0 = the CE's default
-    runtime_environments = []      # ARC runtime environments the jobs ask for
-    bundle_url = ""                # A-REX fetches the pilot bundle from here (its cache helps;
-                                   # {file_name}, {sha256}: the director's bundle)
-                                   # instead of one upload per job; must serve the director's
-                                   # bundle byte for byte (the start script checks SHA-256)
-    cache_dir = ""                 # where nodes unpack the bundle; default: the session dir
-    timeout = 60.0                 # seconds for each HTTP request
-    status_lag = 180.0             # seconds a new job may be unknown to the CE's status
-    vanish_grace = 60.0            # seconds a job may be missing before "vanished"
-    max_jobs_per_request = 100     # job descriptions / ids per request
+Options ([queues.backend_options]): sitedirectors/arc_options.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
 import msgspec
 
 from central.models.pilot_states import FINAL_PILOT_STATES, PilotState
 from gridpilot.logs import get_logger
 from gridpilot.security.files import write_file_atomic
+from sitedirectors.arc_options import ArcOptions, convert_options
 from sitedirectors.arc_parse import (
     NATIVE_STATES,
     VANISHED,
@@ -77,7 +55,6 @@ from sitedirectors.arc_parse import (
     is_gone,
     is_job_id,
     is_safe_name,
-    job_ids_body,
     parse_entries,
     parse_info,
     parse_new_jobs,
@@ -86,10 +63,10 @@ from sitedirectors.arc_parse import (
     submit_error_is_transient,
     to_status,
 )
+from sitedirectors.arc_rest import ArcRequestError, ArcRest
 from sitedirectors.base import (
     DEFAULT_LOG_CAP_BYTES,
     Backend,
-    BackendConfigError,
     BackendContext,
     BackendError,
     BackendStatus,
@@ -103,251 +80,13 @@ from sitedirectors.remote import tail_text
 from sitedirectors.staging import LOG_FILE, START_SCRIPT, write_pilot_files
 from sitedirectors.start_script import BundleOnNode
 
-__all__ = [
-    "NATIVE_STATES",
-    "ArcBackend",
-    "ArcOptions",
-    "ArcRequestError",
-    "ArcRest",
-    "convert_options",
-    "create_arc_backend",
-]
+__all__ = ["NATIVE_STATES", "ArcBackend", "create_arc_backend"]
 
 log = get_logger(__name__)
 
-REST_PATH = "/rest/1.0"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^\s\"'()]+$")
 _CHUNK = 1 << 20
 _RECORD_MAX_BYTES = 4096
-
-
-# ---- options ---------------------------------------------------------------------------------
-
-
-class ArcOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    endpoint: str
-    queue: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    token_file: str = ""
-    ca_file: str = ""
-    ca_dir: str = ""
-    walltime: int = 0
-    runtime_environments: list[str] = msgspec.field(default_factory=list)
-    bundle_url: str = ""
-    cache_dir: str = ""
-    timeout: float = 60.0
-    status_lag: float = 180.0
-    vanish_grace: float = 60.0
-    max_jobs_per_request: int = 100
-
-
-def _check_endpoint(endpoint: str, where: str) -> list[str]:
-    parts = urlsplit(endpoint)
-    if parts.scheme != "https" or not parts.hostname:
-        return [f"{where}.endpoint must be an https:// URL of A-REX, got {endpoint!r}"]
-    if parts.username or parts.password or parts.query or parts.fragment:
-        return [f"{where}.endpoint must not carry credentials, a query or a fragment"]
-    return []
-
-
-def _check_files(options: ArcOptions, where: str) -> list[str]:
-    problems = []
-    for name in ("cert_file", "key_file", "token_file", "ca_file", "ca_dir", "cache_dir"):
-        value = getattr(options, name)
-        if value and not PurePosixPath(value).is_absolute():
-            problems.append(f"{where}.{name} must be an absolute path, got {value!r}")
-        elif value and name != "cache_dir":
-            exists = Path(value).is_dir() if name == "ca_dir" else Path(value).is_file()
-            if not exists:
-                problems.append(f"{where}.{name}: {value} does not exist")
-    if bool(options.cert_file) != bool(options.key_file):
-        problems.append(f"{where}: cert_file and key_file go together")
-    if options.token_file and options.cert_file:
-        problems.append(f"{where}: give cert_file/key_file or token_file, not both")
-    if not options.token_file and not options.cert_file:
-        problems.append(f"{where}: a credential is required (cert_file + key_file, or token_file)")
-    return problems
-
-
-def convert_options(options: Mapping[str, Any], queue: str) -> ArcOptions:
-    """`backend_options` as ArcOptions; BackendConfigError naming the field otherwise."""
-    where = f"queues[{queue}].backend_options"
-    try:
-        converted = msgspec.convert(dict(options), ArcOptions)
-    except msgspec.ValidationError as exc:
-        raise BackendConfigError(f"{where}: {exc}") from exc
-    converted = msgspec.structs.replace(converted, endpoint=converted.endpoint.rstrip("/"))
-    problems = _check_endpoint(converted.endpoint, where) + _check_files(converted, where)
-    if converted.queue and not is_safe_name(converted.queue):
-        problems.append(f"{where}.queue is not a valid ARC queue name: {converted.queue!r}")
-    problems += [
-        f"{where}.runtime_environments: invalid name {rte!r}"
-        for rte in converted.runtime_environments
-        if not is_safe_name(rte)
-    ]
-    if converted.bundle_url and not _URL.match(converted.bundle_url):
-        # Not echoed: a pre-signed URL is a credential.
-        problems.append(f"{where}.bundle_url must be a URL A-REX can fetch (scheme://...)")
-    for name, low in (("walltime", 0), ("status_lag", 0), ("vanish_grace", 0)):
-        if getattr(converted, name) < low:
-            problems.append(f"{where}.{name} must not be negative")
-    if converted.timeout <= 0:
-        problems.append(f"{where}.timeout must be positive")
-    if converted.max_jobs_per_request < 1:
-        problems.append(f"{where}.max_jobs_per_request must be at least 1")
-    if problems:
-        raise BackendConfigError("; ".join(problems))
-    return converted
-
-
-# ---- the REST client -------------------------------------------------------------------------
-
-
-class ArcRequestError(Exception):
-    """A request to the CE failed; `transient` when trying again later may work (connection
-    refused or dropped, timeout, 5xx), not when the CE refused it (4xx, TLS verification)."""
-
-    def __init__(self, message: str, *, transient: bool, status: int = 0) -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.status = status
-
-
-def _tls_problem(exc: BaseException) -> ssl.SSLError | None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-class ArcRest:
-    """A-REX's REST interface with this queue's credentials. The HTTP client is rebuilt when
-    a credential file changes (a renewed certificate, a new token); the token is read from
-    its file and goes only into the Authorization header, never into a message."""
-
-    def __init__(
-        self, options: ArcOptions, *, on_request: Callable[[httpx.Request], None] | None = None
-    ) -> None:
-        self.options = options
-        self.endpoint = options.endpoint
-        self.base = options.endpoint + REST_PATH
-        self._on_request = on_request
-        self._client: httpx.Client | None = None
-        self._signature: tuple[tuple[str, int, int], ...] = ()
-        self._token = ""
-
-    def _files(self) -> list[str]:
-        o = self.options
-        return [p for p in (o.cert_file, o.key_file, o.token_file, o.ca_file) if p]
-
-    def _current_signature(self) -> tuple[tuple[str, int, int], ...]:
-        signature = []
-        for path in self._files():
-            try:
-                st = os.stat(path)
-            except OSError as exc:
-                raise ArcRequestError(
-                    f"ARC CE {self.endpoint}: cannot read {path}: {exc.strerror}", transient=False
-                ) from exc
-            signature.append((path, st.st_mtime_ns, st.st_size))
-        return tuple(signature)
-
-    def _build(self) -> httpx.Client:
-        o = self.options
-        try:
-            context = ssl.create_default_context(cafile=o.ca_file or None, capath=o.ca_dir or None)
-            if o.cert_file:
-                context.load_cert_chain(o.cert_file, o.key_file)
-            token = Path(o.token_file).read_text().strip() if o.token_file else ""
-        except (OSError, ssl.SSLError) as exc:
-            raise ArcRequestError(
-                f"ARC CE {self.endpoint}: cannot load the queue's credentials or CAs: {exc}",
-                transient=False,
-            ) from exc
-        if o.token_file and not token:
-            raise ArcRequestError(
-                f"ARC CE {self.endpoint}: token_file {o.token_file} is empty", transient=False
-            )
-        self._token = token
-        hooks = {"request": [self._on_request]} if self._on_request else {}
-        # trust_env=False: no proxies or .netrc from the environment.
-        return httpx.Client(
-            verify=context,
-            timeout=httpx.Timeout(o.timeout),
-            trust_env=False,
-            event_hooks=hooks,
-            headers={"Accept": "application/json", "User-Agent": "gridpilot-sitedirector"},
-        )
-
-    def client(self) -> httpx.Client:
-        signature = self._current_signature()
-        if self._client is None or signature != self._signature:
-            if self._client is not None:
-                self._client.close()
-            self._client = self._build()
-            self._signature = signature
-        return self._client
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        what: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        content: bytes | Iterator[bytes] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        """The CE's answer (2xx), or ArcRequestError naming the endpoint and what failed."""
-        client = self.client()
-        sent = dict(headers or {})
-        if self._token:
-            sent["Authorization"] = f"Bearer {self._token}"
-        try:
-            response = client.request(
-                method, self.base + path, params=params, content=content, headers=sent
-            )
-        except httpx.HTTPError as exc:
-            tls = _tls_problem(exc)
-            if tls is not None:
-                raise ArcRequestError(
-                    f"ARC CE {self.endpoint}: {what}: TLS failed ({tls.reason or tls}); "
-                    "check ca_file/ca_dir and the client certificate",
-                    transient=False,
-                ) from exc
-            raise ArcRequestError(
-                f"ARC CE {self.endpoint}: {what}: {type(exc).__name__}: {exc}", transient=True
-            ) from exc
-        if response.is_success:
-            return response
-        code = response.status_code
-        said = f"HTTP {code} {response.reason_phrase}".strip()
-        if code in (401, 403):
-            said += " (credentials refused: is the certificate or token authorised on the CE?)"
-        raise ArcRequestError(
-            f"ARC CE {self.endpoint}: {what}: {said}", transient=code >= 500, status=code
-        )
-
-    def jobs_action(self, action: str, job_ids: Sequence[str]) -> str:
-        """POST /jobs?action=<action> for these ids; the answer's text."""
-        response = self.request(
-            "POST",
-            "/jobs",
-            f"action={action}",
-            params={"action": action},
-            content=job_ids_body(job_ids),
-            headers={"Content-Type": "application/json"},
-        )
-        return response.text
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 # ---- the pilot's files, on their way to a session directory -------------------------------------

@@ -20,7 +20,9 @@ import msgspec
 import pytest
 
 from central.models.pilot_states import PilotState
-from sitedirectors.arc import ArcBackend, ArcOptions, ArcRest, convert_options, create_arc_backend
+from sitedirectors.arc import ArcBackend, create_arc_backend
+from sitedirectors.arc_options import ArcOptions, convert_options
+from sitedirectors.arc_rest import ArcRest
 from sitedirectors.base import (
     Backend,
     BackendConfigError,
