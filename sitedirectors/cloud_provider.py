@@ -197,6 +197,30 @@ class CloudProvider:
         raise NotImplementedError
 
     def create_vm(self, new: NewVm) -> Vm:
+        o = self.options
+        image = _NodeImage(id=o.image, name=None, driver=self.driver)
+        size = _NodeSize(o.flavor, o.flavor, 0, 0, 0, 0, self.driver)
+        extra = self._create_options()
+        if o.key_name:
+            extra["ex_keyname"] = o.key_name
+        node = self.call(
+            "create",
+            lambda: self.driver.create_node(
+                name=new.name,
+                image=image,
+                size=size,
+                ex_userdata=new.user_data,
+                ex_metadata=dict(new.tags),
+                **extra,
+            ),
+        )
+        return self._to_vm(node)
+
+    def _create_options(self) -> dict[str, Any]:
+        """The driver's own create_node arguments (network, security groups...)."""
+        raise NotImplementedError
+
+    def _to_vm(self, node: Any) -> Vm:
         raise NotImplementedError
 
     def destroy_vm(self, node_id: str) -> None:
@@ -246,32 +270,16 @@ class Ec2Provider(CloudProvider):
         native = str(node.extra.get("status") or node.state)
         return self._vm(node, native, str(node.extra.get("state_reason_code") or ""))
 
-    def create_vm(self, new: NewVm) -> Vm:
+    def _create_options(self) -> dict[str, Any]:
         o = self.options
-        image = _NodeImage(id=o.image, name=None, driver=self.driver)
-        size = _NodeSize(o.flavor, o.flavor, 0, 0, 0, 0, self.driver)
-        extra: dict[str, Any] = {}
-        if o.key_name:
-            extra["ex_keyname"] = o.key_name
+        # The pilot's poweroff ends the VM for good: nothing lingers (or costs).
+        extra: dict[str, Any] = {"ex_terminate_on_shutdown": True}
         if o.network:
             extra["ex_subnet"] = _ec2.EC2NetworkSubnet(o.network, o.network, "available")
         if o.security_groups:
             ids = all(group.startswith("sg-") for group in o.security_groups)
             extra["ex_security_group_ids" if ids else "ex_security_groups"] = o.security_groups
-        node = self.call(
-            "create",
-            lambda: self.driver.create_node(
-                name=new.name,
-                image=image,
-                size=size,
-                ex_userdata=new.user_data,
-                ex_metadata=dict(new.tags),
-                # The pilot's poweroff ends the VM for good: nothing lingers (or costs).
-                ex_terminate_on_shutdown=True,
-                **extra,
-            ),
-        )
-        return self._to_vm(node)
+        return extra
 
     def console_output(self, node_id: str) -> str:
         node = _Node(node_id, None, NodeState.UNKNOWN, [], [], self.driver)
@@ -321,13 +329,9 @@ class OpenStackProvider(CloudProvider):
         native = str(node.extra.get("vm_state") or node.state)
         return self._vm(node, native, reason)
 
-    def create_vm(self, new: NewVm) -> Vm:
+    def _create_options(self) -> dict[str, Any]:
         o = self.options
-        image = _NodeImage(id=o.image, name=None, driver=self.driver)
-        size = _NodeSize(o.flavor, o.flavor, 0, 0, 0, 0, self.driver)
         extra: dict[str, Any] = {}
-        if o.key_name:
-            extra["ex_keyname"] = o.key_name
         if o.network:
             extra["networks"] = [_openstack.OpenStackNetwork(o.network, None, None, self.driver)]
         if o.security_groups:
@@ -335,18 +339,7 @@ class OpenStackProvider(CloudProvider):
                 _openstack.OpenStackSecurityGroup(None, None, name, "", self.driver)
                 for name in o.security_groups
             ]
-        node = self.call(
-            "create",
-            lambda: self.driver.create_node(
-                name=new.name,
-                image=image,
-                size=size,
-                ex_userdata=new.user_data,
-                ex_metadata=dict(new.tags),
-                **extra,
-            ),
-        )
-        return self._to_vm(node)
+        return extra
 
     def console_output(self, node_id: str) -> str:
         node = _Node(node_id, None, NodeState.UNKNOWN, [], [], self.driver)
