@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+import msgspec
 
 from central.logic.errors import (
     FailedPreconditionError,
@@ -112,9 +115,6 @@ async def report_status(
         raise InvalidArgumentError(
             f"status {status} cannot be reported by a job (only Running or Completing)"
         )
-    job = await _current_attempt(store, job_id, attempt)
-    if job.status != status:
-        job = await _step_towards(store, job, status, now)
     transition = Transition(
         job_id=job_id,
         status=status,
@@ -122,9 +122,17 @@ async def report_status(
         application_status=application_status or None,
         source="JobWrapper",
         time=now,
-        expect=(job.status,),
+        expect=_one_step_to(status),
         expect_attempt=attempt,
     )
+    (after,) = await store.apply_transitions([transition])
+    if after is not None:
+        return after
+    # Refused: read the job to say why, or to record the steps the wrapper skipped.
+    job = await _current_attempt(store, job_id, attempt)
+    if job.status != status:
+        job = await _step_towards(store, job, status, now)
+    transition = msgspec.structs.replace(transition, expect=(job.status,))
     (after,) = await store.apply_transitions([transition])
     if after is None:
         raise FailedPreconditionError(
@@ -158,52 +166,53 @@ async def finish_job(
         ses.require(out.se)
         if out.destination_se:
             ses.require(out.destination_se)
-    job = await _current_attempt(store, report.job_id, report.attempt)
+    job_id, attempt = report.job_id, report.attempt
     requests = [
-        NewFailoverRequest(job_id=job.job_id, lfn=o.lfn, source_se=o.se, target_se=o.destination_se)
+        NewFailoverRequest(job_id=job_id, lfn=o.lfn, source_se=o.se, target_se=o.destination_se)
         for o in report.outputs
         if o.destination_se and o.destination_se != o.se
     ]
     status, minor, app = _final_status(report, requests)
-    job = await _step_towards(store, job, status, now)
     transition = Transition(
-        job_id=job.job_id,
+        job_id=job_id,
         status=status,
         minor_status=minor,
         application_status=app,
         source="JobWrapper",
         time=now,
-        expect=(job.status,),
-        expect_attempt=report.attempt,
+        expect=_one_step_to(status),
+        expect_attempt=attempt,
         output_sandbox=report.output_sandbox or None,
         kill_requested=False,
     )
     outputs = [
         OutputRecord(
-            job_id=job.job_id,
-            attempt=job.attempt,
-            lfn=o.lfn,
-            se=o.se,
-            size=o.size,
-            adler32=o.adler32,
+            job_id=job_id, attempt=attempt, lfn=o.lfn, se=o.se, size=o.size, adler32=o.adler32
         )
         for o in report.outputs
     ]
     files = [
-        FileRecord(lfn=o.lfn, size=o.size, adler32=o.adler32, ses=(o.se,), job_id=job.job_id)
+        FileRecord(lfn=o.lfn, size=o.size, adler32=o.adler32, ses=(o.se,), job_id=job_id)
         for o in report.outputs
     ]
     try:
         after = await store.finish_attempt(transition, outputs, files, requests)
+        if after is None:
+            # Refused (nothing written): read the job to say why, or to record the steps
+            # the wrapper skipped (Matched -> Done), then finish from where it is.
+            job = await _current_attempt(store, job_id, attempt)
+            job = await _step_towards(store, job, status, now)
+            transition = msgspec.structs.replace(transition, expect=(job.status,))
+            after = await store.finish_attempt(transition, outputs, files, requests)
     except ValueError as exc:
-        raise InvalidArgumentError(f"job {job.job_id}: {exc}") from exc
+        raise InvalidArgumentError(f"job {job_id}: {exc}") from exc
     if after is None:
-        raise FailedPreconditionError(f"job {job.job_id} changed state meanwhile; report refused")
+        raise FailedPreconditionError(f"job {job_id} changed state meanwhile; report refused")
     # Debug only: one per job, thousands per second under load.
     log.debug(
         "job.finished",
-        job_id=job.job_id,
-        attempt=job.attempt,
+        job_id=job_id,
+        attempt=attempt,
         status=after.status.value,
         category=report.category.value,
         outputs=len(outputs),
@@ -242,6 +251,15 @@ async def end_terminated_attempt(
         reason=report.message,
     )
     return after
+
+
+@functools.cache
+def _one_step_to(target: JobStatus) -> tuple[JobStatus, ...]:
+    """The active statuses a job may go to `target` from in one legal step (or stay in it).
+
+    Reports are applied first as one write expecting these (the common case: one store round
+    trip, no read); only a refused one reads the job."""
+    return tuple(sorted(s for s in ACTIVE_STATES if s == target or can_transition(s, target)))
 
 
 def _intermediates(current: JobStatus, target: JobStatus) -> list[JobStatus]:

@@ -99,6 +99,51 @@ def test_register_match_report_finish(tmp_path: Path) -> None:
     run(body())
 
 
+def test_skipped_steps_are_recorded(tmp_path: Path) -> None:
+    """A wrapper that reports Completing straight from Matched, or finishes without any report,
+    leaves a legal history: the steps it skipped are filled in, its outputs kept."""
+
+    async def body() -> None:
+        async with inprocess_central(tmp_path) as env:
+            await submit(env, spec(job_name="j1"), spec(job_name="j2"))
+            pilot_id = await register(env)
+            first = await request_job(env, pilot_id)
+            second = await request_job(env, pilot_id)
+            assert first is not None
+            assert second is not None
+            await report(env, first.job_id, 1, common_pb2.JOB_STATUS_COMPLETING, "Uploading")
+            lfn = "/belle/user/alice/proj1/sub00/skipped.root"
+            finish = await env.pilots.FinishJob(
+                pilots_pb2.FinishJobRequest(
+                    job_id=second.job_id,
+                    attempt=1,
+                    exit_category=common_pb2.EXIT_CATEGORY_SUCCESS,
+                    outputs=[
+                        pilots_pb2.OutputFile(lfn=lfn, se=LOCAL_SE, size=5, adler32="05c801f0")
+                    ],
+                )
+            )
+            assert finish.status == common_pb2.JOB_STATUS_DONE
+            S = common_pb2
+            expected = {
+                first.job_id: [S.JOB_STATUS_RUNNING, S.JOB_STATUS_COMPLETING],
+                second.job_id: [S.JOB_STATUS_RUNNING, S.JOB_STATUS_DONE],
+            }
+            for job_id, after_matched in expected.items():
+                got = await env.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id))
+                statuses = [h.status for h in got.history]
+                assert statuses == [S.JOB_STATUS_WAITING, S.JOB_STATUS_MATCHED, *after_matched]
+            got = await env.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=second.job_id))
+            assert [o.lfn for o in got.outputs] == [lfn]
+            # An ended job takes no more reports, and says why.
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await report(env, second.job_id, 1, common_pb2.JOB_STATUS_RUNNING)
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert f"job {second.job_id} is Done; report refused" in (err.value.details() or "")
+
+    run(body())
+
+
 @pytest.mark.parametrize(
     ("category", "status", "minor"),
     [
