@@ -47,3 +47,10 @@ def test_absolute_paths_stay_as_they_are() -> None:
     script = render_start_script(spec)
     assert "--ca /ca.pem --work-dir /w" in script
     assert '"$start_dir"' not in script.split("start_dir=", 1)[1].split("\n", 1)[1]
+
+
+def test_the_start_directory_itself_is_named_plainly() -> None:
+    """'.' and './' are the start directory, without a trailing '/.' in the pilot's paths."""
+    for work_dir in (".", "./", ""):
+        spec = StartScript(pilot_id="p-3", work_dir=work_dir, command=("/bin/true",))
+        assert render_start_script(spec).endswith('exec /bin/true --work-dir "$start_dir"\n')
