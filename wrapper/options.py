@@ -9,6 +9,8 @@ from pathlib import Path
 # DIRAC/Pilot3 declare a payload stalled when it used < 5% CPU over its wall time after 30 min.
 DEFAULT_STALLED_GRACE = 1800.0
 DEFAULT_WATCHDOG_PERIOD = 10.0
+# Pilot3's looping-job limit: a payload that writes no file for 2 h is stuck.
+DEFAULT_LOOPING_LIMIT = 7200.0
 DEFAULT_MIN_DISK_FREE_MB = 100
 # Long enough to ride out a central restart; the pilot's own job slot is the real bound.
 DEFAULT_CENTRAL_RETRY_SECONDS = 900.0
@@ -23,6 +25,7 @@ class WrapperOptions:
     wall_limit: float | None = None
     watchdog_period: float = DEFAULT_WATCHDOG_PERIOD
     stalled_grace: float = DEFAULT_STALLED_GRACE
+    looping_limit: float = DEFAULT_LOOPING_LIMIT
     min_disk_free_mb: int = DEFAULT_MIN_DISK_FREE_MB
     central_retry_seconds: float = DEFAULT_CENTRAL_RETRY_SECONDS
     heartbeat_file: Path | None = None
@@ -42,6 +45,13 @@ def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
 
 
@@ -82,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=DEFAULT_STALLED_GRACE,
         help="payload seconds before the CPU/wall < 5%% stall check applies",
+    )
+    parser.add_argument(
+        "--looping-limit",
+        type=_non_negative,
+        default=DEFAULT_LOOPING_LIMIT,
+        help="kill a payload that has written no file (work directory, payload log) for this "
+        "many seconds; 0: never",
     )
     parser.add_argument(
         "--min-disk-free-mb",
@@ -129,6 +146,7 @@ def parse_options(argv: list[str] | None) -> WrapperOptions:
         wall_limit=ns.wall_limit,
         watchdog_period=ns.watchdog_period,
         stalled_grace=ns.stalled_grace,
+        looping_limit=ns.looping_limit,
         min_disk_free_mb=ns.min_disk_free_mb,
         central_retry_seconds=ns.central_retry_seconds,
         heartbeat_file=ns.heartbeat_file,

@@ -46,6 +46,7 @@ def _run_application(ctx: JobContext, inputs: list[str]) -> PayloadResult:
         wall_limit=ctx.options.wall_limit,
         min_disk_free_mb=ctx.options.min_disk_free_mb,
         stalled_grace=ctx.options.stalled_grace,
+        looping_limit=ctx.options.looping_limit,
     )
     ctx.central.report_status(RUNNING, "Application", f"{spec.release} {spec.steering_file}")
     return run_payload(

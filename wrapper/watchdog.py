@@ -1,9 +1,11 @@
 """The payload watchdog: limits, one pure function per check, and process-tree sampling.
 
 Checks follow DIRAC's Watchdog and Pilot3: wall clock, CPU time (+20% over the request),
-memory (RSS of the whole process tree), free disk in the work directory, and a stalled
-payload (CPU/wall below 5% once a grace period has passed). Each check takes a `Sample` and
-the `Limits` and returns a reason when the payload must be killed, else None.
+memory (RSS of the whole process tree), free disk in the work directory, a stalled payload
+(CPU/wall below 5% once a grace period has passed) and a looping one (Pilot3's looping job: no
+file in the work directory, nor the payload's log, written for the looping limit -- a payload
+spinning in a loop burns CPU, so the stall check does not see it). Each check takes a `Sample`
+and the `Limits` and returns a reason when the payload must be killed, else None.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ class Limits:
     min_disk_free_bytes: int = 0
     stalled_grace_seconds: float = 1800.0
     stalled_min_ratio: float = STALLED_MIN_RATIO
+    looping_seconds: float | None = None
 
     @classmethod
     def for_job(
@@ -46,14 +49,16 @@ class Limits:
         wall_limit: float | None,
         min_disk_free_mb: int,
         stalled_grace: float,
+        looping_limit: float = 0.0,
     ) -> Limits:
-        """Limits from the job spec (0 = not set) and the wrapper's options."""
+        """Limits from the job spec and the wrapper's options (0 = not set)."""
         return cls(
             wall_seconds=wall_limit,
             cpu_seconds=cpu_time * CPU_TIME_MARGIN if cpu_time > 0 else None,
             rss_bytes=max_ram_mb * _MB if max_ram_mb > 0 else None,
             min_disk_free_bytes=min_disk_free_mb * _MB,
             stalled_grace_seconds=stalled_grace,
+            looping_seconds=looping_limit if looping_limit > 0 else None,
         )
 
 
@@ -65,6 +70,8 @@ class Sample:
     cpu_seconds: float
     rss_bytes: int
     disk_free_bytes: int
+    # Since the payload last wrote a file it is watched for (or started, if it has not yet).
+    quiet_seconds: float = 0.0
 
 
 def check_wall_clock(sample: Sample, limits: Limits) -> str | None:
@@ -114,12 +121,22 @@ def check_stalled(sample: Sample, limits: Limits) -> str | None:
     return None
 
 
+def check_looping(sample: Sample, limits: Limits) -> str | None:
+    if limits.looping_seconds is not None and sample.quiet_seconds > limits.looping_seconds:
+        return (
+            f"payload looping: no file written for {sample.quiet_seconds:.0f} s "
+            f"(limit {limits.looping_seconds:.0f} s)"
+        )
+    return None
+
+
 CHECKS: tuple[Callable[[Sample, Limits], str | None], ...] = (
     check_wall_clock,
     check_cpu_time,
     check_memory,
     check_disk,
     check_stalled,
+    check_looping,
 )
 
 
@@ -164,14 +181,57 @@ def disk_free(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-class TreeSampler:
-    """Samples a payload's process tree; CPU never goes backwards when children vanish."""
+def newest_write(work_dir: Path, files: Iterable[Path] = ()) -> float:
+    """The latest modification time (Unix seconds) of any file below `work_dir` or of
+    `files`; 0 when there is none."""
+    paths = [os.path.join(root, name) for root, _, names in os.walk(work_dir) for name in names]
+    paths += [str(path) for path in files]
+    newest = 0.0
+    for path in paths:
+        try:
+            newest = max(newest, os.lstat(path).st_mtime)
+        except OSError:  # removed while we look
+            continue
+    return newest
 
-    def __init__(self, pid: int, work_dir: Path) -> None:
+
+class TreeSampler:
+    """Samples a payload's process tree; CPU never goes backwards when children vanish.
+
+    With a looping limit, the work directory and `watched` files are scanned for their newest
+    write at most every quarter of the limit (Pilot3 looks every 10 minutes, for a 2 h limit),
+    and once more before a sample can report the limit passed, so a file written since the
+    last scan is never missed."""
+
+    def __init__(
+        self,
+        pid: int,
+        work_dir: Path,
+        *,
+        watched: Iterable[Path] = (),
+        looping_seconds: float | None = None,
+    ) -> None:
         self._root = psutil.Process(pid)
         self._work_dir = work_dir
+        self._watched = tuple(watched)
+        self._looping = looping_seconds
         self._started = time.monotonic()
+        self._started_unix = time.time()
         self._max_cpu = 0.0
+        self._last_write = self._started_unix
+        self._last_scan = float("-inf")
+
+    def _quiet_seconds(self) -> float:
+        if self._looping is None:
+            return 0.0
+        now = time.monotonic()
+        quiet = time.time() - self._last_write
+        if now - self._last_scan >= min(self._looping / 4, 600.0) or quiet > self._looping:
+            self._last_scan = now
+            written = newest_write(self._work_dir, self._watched)
+            self._last_write = max(self._started_unix, written)
+            quiet = time.time() - self._last_write
+        return max(0.0, quiet)
 
     def sample(self) -> Sample:
         cpu, rss = tree_usage(self._root)
@@ -181,6 +241,7 @@ class TreeSampler:
             cpu_seconds=self._max_cpu,
             rss_bytes=rss,
             disk_free_bytes=disk_free(self._work_dir),
+            quiet_seconds=self._quiet_seconds(),
         )
 
 

@@ -176,6 +176,18 @@ def test_watchdog_wall_limit_fails_job(grid: Grid) -> None:
     assert "wall clock limit exceeded" in job.application_status
 
 
+def test_watchdog_looping_limit_fails_job(grid: Grid) -> None:
+    """A payload that writes nothing (no file, no log line) past --looping-limit."""
+    matched = grid.submit_and_match(basf2_options="-n 2 --standin-seconds 60")
+    started = time.monotonic()
+    assert grid.run_wrapper(matched, "--looping-limit", "2") == 0, grid.logs(matched)
+    assert time.monotonic() - started < 40
+    job = grid.get_job(matched.job_id).job
+    assert job.status == S.JOB_STATUS_FAILED
+    assert job.minor_status == "Killed by Watchdog"
+    assert "payload looping: no file written for" in job.application_status
+
+
 def test_report_survives_central_restart(grid: Grid) -> None:
     matched = grid.submit_and_match(basf2_options="-n 4 --standin-seconds 1.5")
     proc = grid.start_wrapper(matched)

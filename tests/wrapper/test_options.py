@@ -33,6 +33,15 @@ def test_token_file_defaults_to_the_job_dir() -> None:
     assert other.job_token_file == Path("/t/job.token")
 
 
+def test_looping_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    base = [*BASE, "--insecure"]
+    assert parse_options(base).looping_limit == 7200
+    assert parse_options([*base, "--looping-limit", "0"]).looping_limit == 0
+    with pytest.raises(SystemExit):
+        parse_options([*base, "--looping-limit", "-1"])
+    assert "must not be negative" in capsys.readouterr().err
+
+
 def test_no_job_token_exits_before_contacting_central(tmp_path: Path) -> None:
     job_dir = tmp_path / "job_5_1"
     job_dir.mkdir()

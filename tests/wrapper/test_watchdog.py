@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,10 +16,12 @@ from wrapper.watchdog import (
     TreeSampler,
     check_cpu_time,
     check_disk,
+    check_looping,
     check_memory,
     check_stalled,
     check_wall_clock,
     first_violation,
+    newest_write,
     parent_gone,
     write_heartbeat_file,
 )
@@ -27,10 +30,18 @@ MB = 1024 * 1024
 
 
 def sample(
-    wall: float = 100.0, cpu: float = 90.0, rss_mb: int = 100, disk_mb: int = 10_000
+    wall: float = 100.0,
+    cpu: float = 90.0,
+    rss_mb: int = 100,
+    disk_mb: int = 10_000,
+    quiet: float = 0.0,
 ) -> Sample:
     return Sample(
-        wall_seconds=wall, cpu_seconds=cpu, rss_bytes=rss_mb * MB, disk_free_bytes=disk_mb * MB
+        wall_seconds=wall,
+        cpu_seconds=cpu,
+        rss_bytes=rss_mb * MB,
+        disk_free_bytes=disk_mb * MB,
+        quiet_seconds=quiet,
     )
 
 
@@ -93,6 +104,57 @@ def test_stalled_only_after_grace() -> None:
     assert "stalled" in reason
     assert check_stalled(sample(wall=1800, cpu=1800 * 0.05), limits) is None
     assert check_stalled(sample(wall=0, cpu=0), Limits(stalled_grace_seconds=0)) is None
+
+
+def test_looping_only_with_a_limit() -> None:
+    limits = Limits.for_job(
+        cpu_time=0,
+        max_ram_mb=0,
+        wall_limit=None,
+        min_disk_free_mb=0,
+        stalled_grace=60,
+        looping_limit=7200,
+    )
+    assert check_looping(sample(quiet=7200), limits) is None
+    reason = check_looping(sample(quiet=7201), limits)
+    assert reason is not None
+    assert reason.startswith("payload looping: no file written for 7201 s")
+    unset = Limits.for_job(
+        cpu_time=0, max_ram_mb=0, wall_limit=None, min_disk_free_mb=0, stalled_grace=60
+    )
+    assert unset.looping_seconds is None
+    assert check_looping(sample(quiet=1e9), unset) is None
+
+
+def test_newest_write_sees_nested_and_watched_files(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "a" / "b").mkdir(parents=True)
+    assert newest_write(work) == 0.0
+    old, nested, log = work / "old.root", work / "a" / "b" / "new.root", tmp_path / "payload.log"
+    for path, mtime in ((old, 1_000_000.0), (nested, 2_000_000.0), (log, 3_000_000.0)):
+        path.write_text("x")
+        os.utime(path, (mtime, mtime))
+    assert newest_write(work) == 2_000_000.0
+    assert newest_write(work, [log, tmp_path / "missing"]) == 3_000_000.0
+
+
+def test_tree_sampler_quiet_time_follows_writes(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        sampler = TreeSampler(proc.pid, tmp_path, looping_seconds=1.0)
+        time.sleep(0.6)
+        assert sampler.sample().quiet_seconds >= 0.5  # nothing written since the start
+        (tmp_path / "progress.txt").write_text("event 1")
+        written = time.monotonic()
+        time.sleep(0.5)
+        later = sampler.sample()
+        # Quiet since the write, not since the start.
+        assert later.quiet_seconds < later.wall_seconds - 0.5
+        assert later.quiet_seconds == pytest.approx(time.monotonic() - written, abs=0.3)
+        # Without a looping limit nothing is scanned.
+        assert TreeSampler(proc.pid, tmp_path).sample().quiet_seconds == 0.0
+    finally:
+        kill_tree(proc, grace=2)
 
 
 def test_first_violation_order_and_none() -> None:

@@ -79,7 +79,9 @@ def run_payload(
     reason: str | None = None
     try:
         try:
-            sampler: TreeSampler | None = TreeSampler(proc.pid, cwd)
+            sampler: TreeSampler | None = TreeSampler(
+                proc.pid, cwd, watched=(log_path,), looping_seconds=limits.looping_seconds
+            )
         except psutil.NoSuchProcess:
             sampler = None  # already over; nothing to watch
         next_check = time.monotonic() + period

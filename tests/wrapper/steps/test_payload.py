@@ -112,6 +112,27 @@ def test_stalled_kill(software_setup: str, work: Path) -> None:
     assert reason.startswith("payload stalled"), reason
 
 
+def test_looping_kill(software_setup: str, work: Path) -> None:
+    """Five events in 60 s: a log line every 12 s, nothing else written in between."""
+    code, reason = run(
+        standin(software_setup, "-n", "5", "--standin-seconds", "60"),
+        work,
+        Limits(looping_seconds=1.5),
+    )
+    assert reason.startswith("payload looping: no file written for"), reason
+    assert code != 0
+
+
+def test_a_payload_that_writes_is_not_looping(software_setup: str, work: Path) -> None:
+    """A log line every 0.1 s keeps a 1 s looping limit from firing over 3 s of running."""
+    code, reason = run(
+        standin(software_setup, "-n", "30", "--standin-seconds", "3"),
+        work,
+        Limits(looping_seconds=1.0),
+    )
+    assert (code, reason) == (0, "")
+
+
 def test_cpu_time_kill(work: Path) -> None:
     busy = ["bash", "-c", 'exec "$@"', "bash", sys.executable, "-c", "while True: pass"]
     _, reason = run(busy, work, Limits(cpu_seconds=0.5))
