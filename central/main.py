@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sqlite3
@@ -33,6 +34,25 @@ from gridpilot.logs import configure_logging, get_logger
 log = get_logger("central.main")
 
 PROG = "gridpilot-central"
+
+# CPython collects its youngest generation every 700 net allocations. Under load most young
+# objects are in-flight RPCs (coroutines, futures, messages) that would die a few ms later:
+# collected that often they survive, get promoted, and force full collections of the whole
+# heap every second or so (150-300 ms pauses with a million waiting jobs: the matcher
+# benchmark's p99). 10,000 lets them die young first (docs/benchmarks.md).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+def freeze_startup_heap() -> None:
+    """Once serving: what startup built (modules, configuration, the matcher's task queues)
+    lives as long as the process; full collections need not walk it again."""
+    gc.collect()
+    gc.freeze()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,6 +154,7 @@ async def serve(
                 if login is not None
                 else None
             )
+            freeze_startup_heap()
             if port_file is not None:
                 write_port_file(port_file, host, started.port, login_address)
             log.info(
@@ -162,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.central.log_level)
+    tune_gc()
     try:
         uvloop.run(serve(config, args.port_file, args.grace, args.config))
     except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
