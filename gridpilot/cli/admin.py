@@ -27,7 +27,8 @@ from gridpilot.cli.tables import (
     se_table,
     se_to_dict,
 )
-from gridpilot.client import CentralClient, ClientSettings, format_epoch
+from gridpilot.client import CentralClient
+from gridpilot.client_settings import ClientSettings, format_epoch
 from gridpilot.enums import pilot_state_to_proto
 from gridpilot.v1 import admin_pb2, auth_pb2, data_pb2, sitedirectors_pb2
 

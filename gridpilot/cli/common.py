@@ -24,7 +24,7 @@ from gridpilot.cli.args import (
     add_central_option,
     make_parser,
 )
-from gridpilot.client import CentralUnreachableError, ClientError
+from gridpilot.client_errors import CentralUnreachableError, ClientError
 
 # Wide enough that a job table never wraps when piped to a file or `less`.
 _PIPE_WIDTH = 200

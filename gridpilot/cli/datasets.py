@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gridpilot.cli.common import CliError
-from gridpilot.client import CentralClient, CentralRequestError
+from gridpilot.client import CentralClient
+from gridpilot.client_errors import CentralRequestError
 from gridpilot.v1 import data_pb2
 
 

@@ -41,7 +41,9 @@ from gridpilot.cli.ds_download import (
 )
 from gridpilot.cli.gbasf2 import PROJECT_NAME_RE
 from gridpilot.cli.tables import dataset_table, file_to_dict
-from gridpilot.client import CentralClient, ClientError, ClientSettings
+from gridpilot.client import CentralClient
+from gridpilot.client_errors import ClientError
+from gridpilot.client_settings import ClientSettings
 from gridpilot.v1 import data_pb2
 
 # Users' own files live under USER_ROOT/<name>/ (gbasf2's layout; central enforces it).

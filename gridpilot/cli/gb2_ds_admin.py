@@ -43,7 +43,9 @@ from gridpilot.cli.ds_upload import (
 )
 from gridpilot.cli.gb2_ds import USER_ROOT, dataset_lpn, transfer_progress
 from gridpilot.cli.tables import file_to_dict, replicas_heading, replicas_table
-from gridpilot.client import CentralClient, ClientError, ClientSettings, decode_token
+from gridpilot.client import CentralClient
+from gridpilot.client_errors import ClientError
+from gridpilot.client_settings import ClientSettings, decode_token
 from gridpilot.security.claims import Role
 from gridpilot.v1 import data_pb2
 

@@ -32,7 +32,9 @@ from gridpilot.cli.tables import (
     status_name,
     summary_lines,
 )
-from gridpilot.client import CentralClient, ClientError, ClientSettings
+from gridpilot.client import CentralClient
+from gridpilot.client_errors import ClientError
+from gridpilot.client_settings import ClientSettings
 from gridpilot.enums import job_status_to_proto, parse_job_status
 from gridpilot.v1 import jobs_pb2
 

@@ -28,7 +28,9 @@ from gridpilot.cli.common import (
 )
 from gridpilot.cli.datasets import list_dataset
 from gridpilot.cli.sandbox import build_input_sandbox, upload_input_sandbox
-from gridpilot.client import CentralClient, CentralRequestError, ClientSettings
+from gridpilot.client import CentralClient
+from gridpilot.client_errors import CentralRequestError
+from gridpilot.client_settings import ClientSettings
 from gridpilot.v1 import common_pb2, jobs_pb2
 
 PROG = "gbasf2"

@@ -28,10 +28,9 @@ from gridpilot.cli.common import (
     make_parser,
     run_command,
 )
-from gridpilot.client import (
-    CentralClient,
-    CentralRequestError,
-    ClientError,
+from gridpilot.client import CentralClient
+from gridpilot.client_errors import CentralRequestError, ClientError
+from gridpilot.client_settings import (
     ClientSettings,
     TokenInfo,
     format_epoch,

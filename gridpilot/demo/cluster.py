@@ -22,7 +22,8 @@ from rich.console import Console
 
 from central.process import read_port_file
 from gridpilot.checksum import adler32_of_bytes
-from gridpilot.client import CentralClient, ClientSettings
+from gridpilot.client import CentralClient
+from gridpilot.client_settings import ClientSettings
 from gridpilot.demo.layout import (
     DATASET_LPN,
     OUTAGE_SE,

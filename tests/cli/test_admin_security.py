@@ -10,7 +10,7 @@ import pytest
 from gridpilot.channel import ClientSecurity, FileToken
 from gridpilot.cli import gb2_jobs
 from gridpilot.cli import main as umbrella
-from gridpilot.client import decode_token
+from gridpilot.client_settings import decode_token
 from sitedirectors.central_client import CentralClient as DirectorClient
 from sitedirectors.config import QueueSection
 from tests.cli.conftest import CliRunner, log_in

@@ -13,14 +13,16 @@ import grpc
 import pytest
 
 from gridpilot.channel import write_token_file
-from gridpilot.client import (
-    CentralClient,
+from gridpilot.client import CentralClient, translate_rpc_error
+from gridpilot.client_errors import (
     CentralRequestError,
     CentralUnreachableError,
     ClientError,
-    ClientSettings,
     TokenExpiredError,
     TokenMissingError,
+)
+from gridpilot.client_settings import (
+    ClientSettings,
     load_token,
     resolve_ca,
     resolve_central,
@@ -29,7 +31,6 @@ from gridpilot.client import (
     resolve_timeout,
     resolve_user_cert,
     token_file_path,
-    translate_rpc_error,
 )
 from gridpilot.security.ca import init_ca, issue_server_cert
 from gridpilot.security.claims import Role

@@ -19,7 +19,7 @@ from gridpilot.cli.common import (
     run_command,
     split_names,
 )
-from gridpilot.client import CentralUnreachableError
+from gridpilot.client_errors import CentralUnreachableError
 
 
 def test_parse_job_ids_accepts_gbasf2_forms() -> None:

@@ -17,7 +17,7 @@ from jwt.algorithms import ECAlgorithm
 from gridpilot.channel import write_token_file
 from gridpilot.cli import gb2_jobs, proxy
 from gridpilot.cli import main as umbrella
-from gridpilot.client import decode_token
+from gridpilot.client_settings import decode_token
 from gridpilot.security.claims import Role
 from gridpilot.security.keys import KeySet
 from gridpilot.security.tokens import TokenIssuer

@@ -15,7 +15,8 @@ import grpc
 import pytest
 
 from gridpilot.cli import gb2_ds, gb2_ds_admin
-from gridpilot.client import CentralClient, CentralRequestError
+from gridpilot.client import CentralClient
+from gridpilot.client_errors import CentralRequestError
 from gridpilot.v1 import data_pb2
 from tests.cli.conftest import CliRunner, register_files
 from tests.support.central_process import (

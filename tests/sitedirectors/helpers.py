@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 from gridpilot.channel import write_token_file
 from gridpilot.cli.sandbox import build_input_sandbox, upload_input_sandbox
-from gridpilot.client import CentralClient, ClientSettings
+from gridpilot.client import CentralClient
+from gridpilot.client_settings import ClientSettings
 from gridpilot.demo.release import create_release, setup_template
 from gridpilot.security.tls import ClientTls
 from gridpilot.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, sitedirectors_pb2

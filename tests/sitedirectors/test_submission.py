@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gridpilot.channel import read_token_file
-from gridpilot.client import decode_token
+from gridpilot.client_settings import decode_token
 from sitedirectors.central_client import CentralClient, CentralError
 from sitedirectors.config import QueueSection
 from sitedirectors.director import director_security

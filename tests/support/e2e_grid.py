@@ -33,7 +33,9 @@ import tomli_w
 
 from gridpilot.channel import write_token_file
 from gridpilot.checksum import adler32_of_bytes
-from gridpilot.client import CentralClient, CentralUnreachableError, ClientSettings
+from gridpilot.client import CentralClient
+from gridpilot.client_errors import CentralUnreachableError
+from gridpilot.client_settings import ClientSettings
 from gridpilot.demo.release import create_release, setup_template
 from gridpilot.security.tls import ClientTls
 from gridpilot.v1 import common_pb2, data_pb2, jobs_pb2
