@@ -54,6 +54,10 @@ class StorageCredentials:
         return self.bearer_token
 
 
+# WLCG's last place to look for `bt_u<uid>`.
+FALLBACK_TOKEN_DIR = Path("/tmp")
+
+
 def _discover_token(env: Mapping[str, str]) -> tuple[str, str]:
     if value := env.get("BEARER_TOKEN", "").strip():
         return value, "BEARER_TOKEN"
@@ -65,7 +69,7 @@ def _discover_token(env: Mapping[str, str]) -> tuple[str, str]:
     uid = os.getuid()
     if runtime := env.get("XDG_RUNTIME_DIR", ""):
         candidates.append(Path(runtime) / f"bt_u{uid}")
-    candidates.append(Path(f"/tmp/bt_u{uid}"))
+    candidates.append(FALLBACK_TOKEN_DIR / f"bt_u{uid}")
     for path in candidates:
         if path.is_file():
             return _read_token_file(path), str(path)

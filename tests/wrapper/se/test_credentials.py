@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from wrapper.se import StorageCredentials, StorageError
+from wrapper.se import credentials as credentials_module
 
 TOKEN = "eyJhbGciOiJFUzI1NiJ9.gridpilot-test-token.c2lnbmF0dXJl"
 
@@ -20,10 +21,14 @@ def token_file(path: Path, text: str = TOKEN + "\n", mode: int = 0o600) -> Path:
 
 
 @pytest.fixture
-def environ(tmp_path: Path) -> dict[str, str]:
-    """An environment whose $XDG_RUNTIME_DIR is empty (nothing discovered there)."""
+def environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """An environment whose $XDG_RUNTIME_DIR and /tmp fallback are empty (nothing discovered
+    there, whatever tokens this machine holds)."""
     runtime = tmp_path / "run"
     runtime.mkdir()
+    fallback = tmp_path / "tmp"
+    fallback.mkdir()
+    monkeypatch.setattr(credentials_module, "FALLBACK_TOKEN_DIR", fallback)
     return {"XDG_RUNTIME_DIR": str(runtime)}
 
 
@@ -85,9 +90,14 @@ def test_token_in_the_runtime_directory(environ: dict[str, str]) -> None:
     assert credentials.token_source == str(path)
 
 
+def test_token_in_the_tmp_fallback(environ: dict[str, str]) -> None:
+    path = token_file(credentials_module.FALLBACK_TOKEN_DIR / f"bt_u{os.getuid()}")
+    credentials = StorageCredentials.from_environment(environ)
+    assert credentials.token() == TOKEN
+    assert credentials.token_source == str(path)
+
+
 def test_no_token_anywhere(environ: dict[str, str]) -> None:
-    if Path(f"/tmp/bt_u{os.getuid()}").exists():
-        pytest.skip("this machine has a /tmp/bt_u<uid> token, which discovery would find")
     credentials = StorageCredentials.from_environment(environ)
     assert (credentials.token(), credentials.token_source) == ("", "")
 
