@@ -54,6 +54,30 @@ def is_final(status: BackendStatus) -> bool:
     return status.state in FINAL_PILOT_STATES
 
 
+def is_running(status: BackendStatus) -> bool:
+    return status.state is PilotState.RUNNING
+
+
+def submit(backend: Backend, *launches: PilotLaunch) -> list[str]:
+    """Submit `launches` in one request; every one must be accepted. Their references."""
+    results = backend.submit(SubmitRequest(QUEUE, launches))
+    assert [r.outcome for r in results] == [SubmitOutcome.OK] * len(launches), results
+    return [r.reference for r in results]
+
+
+# A pilot stand-in that prints, as JSON, what a pilot would find of its credentials: its
+# arguments, the token file's and its directory's modes, the token, the CA file, its
+# environment and its own command line (where a leaked token would show).
+TOKEN_PROBE = (
+    "import json, os, sys; a = sys.argv[1:]; path = a[a.index('--token-file') + 1]; "
+    "print(json.dumps({'argv': a, 'mode': os.stat(path).st_mode & 0o777, "
+    "'dir_mode': os.stat(os.path.dirname(path)).st_mode & 0o777, "
+    "'token': open(path).read().strip(), 'environ': dict(os.environ), "
+    "'ca': open(a[a.index('--ca') + 1]).read(), "
+    "'cmdline': open('/proc/self/cmdline', 'rb').read().decode()}))"
+)
+
+
 class BackendConformance:
     def vanish(self, reference: str) -> None:
         raise NotImplementedError

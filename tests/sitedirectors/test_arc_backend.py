@@ -36,9 +36,11 @@ from sitedirectors.bundle import PilotBundle
 from tests.sitedirectors import conformance
 from tests.sitedirectors.conformance import (
     QUEUE,
+    TOKEN_PROBE,
     BackendConformance,
     LaunchFactory,
     is_final,
+    submit,
     wait_status,
 )
 from tests.support.arc import ArcCe, free_port
@@ -72,12 +74,6 @@ def make_backend(
     converted = convert_options(settings, "q")
     rest = ArcRest(converted, on_request=rest_hook)
     return ArcBackend(converted, state_dir, bundle, rest=rest)
-
-
-def submit(backend: Backend, *launches: PilotLaunch) -> list[str]:
-    results = backend.submit(SubmitRequest(QUEUE, launches))
-    assert [r.outcome for r in results] == [SubmitOutcome.OK] * len(launches), results
-    return [r.reference for r in results]
 
 
 def wait(backend: Backend, ref: str, until: Callable[[Any], bool]) -> Any:
@@ -330,17 +326,11 @@ def test_token_travels_only_in_its_own_upload(arc: ArcCe, state_dir: Path, tmp_p
     token = "registration-token-" + uuid.uuid4().hex
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    code = (
-        "import json, os, sys; a = sys.argv[1:]; path = a[a.index('--token-file') + 1]; "
-        "print(json.dumps({'argv': a, 'mode': os.stat(path).st_mode & 0o777, "
-        "'dir_mode': os.stat(os.path.dirname(path)).st_mode & 0o777, "
-        "'token': open(path).read().strip(), 'environ': dict(os.environ), "
-        "'ca': open(a[a.index('--ca') + 1]).read(), "
-        "'cmdline': open('/proc/self/cmdline', 'rb').read().decode()}))"
-    )
     recorder = Recorder()
     backend = make_backend(arc, state_dir, rest_hook=recorder)
-    [ref] = submit(backend, python_launch(uuid.uuid4().hex, code, registration_token=token, ca=ca))
+    [ref] = submit(
+        backend, python_launch(uuid.uuid4().hex, TOKEN_PROBE, registration_token=token, ca=ca)
+    )
     assert wait(backend, ref, is_final).state is PilotState.DONE
     info = json.loads(backend.fetch_output(ref))
     session = f"{arc.session_dir}/{ref}"

@@ -37,9 +37,12 @@ from sitedirectors.htcondorce_parse import parse_reference
 from sitedirectors.registry import default_registry
 from tests.sitedirectors.conformance import (
     QUEUE,
+    TOKEN_PROBE,
     BackendConformance,
     LaunchFactory,
     is_final,
+    is_running,
+    submit,
     wait_status,
 )
 from tests.support.bundle import echo_bundle
@@ -94,16 +97,6 @@ def node_launch(ce: HTCondorCE) -> LaunchFactory:
         return PilotLaunch(pilot_id, (ce.python, "-c", code), environment={"GRIDPILOT_TEST": "1"})
 
     return launch
-
-
-def submit(backend: Backend, *launches: PilotLaunch) -> list[str]:
-    results = backend.submit(SubmitRequest(QUEUE, launches))
-    assert [r.outcome for r in results] == [SubmitOutcome.OK] * len(launches), results
-    return [r.reference for r in results]
-
-
-def is_running(status: object) -> bool:
-    return getattr(status, "state", None) is PilotState.RUNNING
 
 
 def job_of(reference: str) -> str:
@@ -397,17 +390,12 @@ def test_token_travels_only_in_a_private_file(
     monkeypatch.setenv("GRIDPILOT_DIRECTOR_ONLY", "director-secret")
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    code = (
-        "import json, os, sys; a = sys.argv[1:]; path = a[a.index('--token-file') + 1]; "
-        "print(json.dumps({'argv': a, 'mode': os.stat(path).st_mode & 0o777, "
-        "'token': open(path).read().strip(), 'environ': dict(os.environ), "
-        "'ca': open(a[a.index('--ca') + 1]).read(), "
-        "'cmdline': open('/proc/self/cmdline', 'rb').read().decode()}))"
-    )
     backend = make_backend(ce, tmp_path / "w")
     runner = RecordingRunner()
     backend._runner = runner
-    launch = PilotLaunch(uuid.uuid4().hex, (ce.python, "-c", code), registration_token=token, ca=ca)
+    launch = PilotLaunch(
+        uuid.uuid4().hex, (ce.python, "-c", TOKEN_PROBE), registration_token=token, ca=ca
+    )
     [ref] = submit(backend, launch)
     ad = ce.run("condor_q", "-allusers", "-long", job_of(ref)).stdout
     assert "GridpilotPilotId" in ad

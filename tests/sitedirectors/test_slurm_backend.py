@@ -35,9 +35,12 @@ from sitedirectors.slurm import SlurmBackend, SlurmOptions, create_slurm_backend
 from sitedirectors.slurm_script import sbatch_argv
 from tests.sitedirectors.conformance import (
     QUEUE,
+    TOKEN_PROBE,
     BackendConformance,
     LaunchFactory,
     is_final,
+    is_running,
+    submit,
     wait_status,
 )
 from tests.support.bundle import echo_bundle
@@ -97,16 +100,6 @@ def backend(
     instance = make_backend(slurm_cluster, work_dir)
     yield instance
     instance.close()
-
-
-def submit(backend: Backend, *launches: PilotLaunch) -> list[str]:
-    results = backend.submit(SubmitRequest(QUEUE, launches))
-    assert [r.outcome for r in results] == [SubmitOutcome.OK] * len(launches), results
-    return [r.reference for r in results]
-
-
-def is_running(status: object) -> bool:
-    return getattr(status, "state", None) is PilotState.RUNNING
 
 
 class TestSlurmConformance(BackendConformance):
@@ -225,18 +218,10 @@ def test_token_travels_only_in_a_private_file(
     monkeypatch.setenv("GRIDPILOT_DIRECTOR_ONLY", "director-secret")
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    code = (
-        "import json, os, sys; a = sys.argv[1:]; path = a[a.index('--token-file') + 1]; "
-        "print(json.dumps({'argv': a, 'mode': os.stat(path).st_mode & 0o777, "
-        "'dir_mode': os.stat(os.path.dirname(path)).st_mode & 0o777, "
-        "'token': open(path).read().strip(), 'environ': dict(os.environ), "
-        "'ca': open(a[a.index('--ca') + 1]).read(), "
-        "'cmdline': open('/proc/self/cmdline', 'rb').read().decode()}))"
-    )
     runner = RecordingRunner()
     backend = make_backend(slurm_cluster, work_dir, runner=runner)
     launch = PilotLaunch(
-        uuid.uuid4().hex, (sys.executable, "-c", code), registration_token=token, ca=ca
+        uuid.uuid4().hex, (sys.executable, "-c", TOKEN_PROBE), registration_token=token, ca=ca
     )
     [ref] = submit(backend, launch)
     assert wait_status(backend, ref, is_final).state is PilotState.DONE

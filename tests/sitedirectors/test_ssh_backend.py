@@ -36,7 +36,7 @@ from sitedirectors.ssh import (
     parse_reference,
 )
 from sitedirectors.ssh_session import SftpFiles, SshRunner, SshSession, SshTarget
-from tests.sitedirectors.conformance import QUEUE, BackendConformance, is_final, wait_status
+from tests.sitedirectors.conformance import QUEUE, BackendConformance, is_final, submit, wait_status
 from tests.support.bundle import echo_bundle
 from tests.support.sshd import SshServer, free_port, running_sshd
 
@@ -94,12 +94,6 @@ class TestSshConformance(BackendConformance):
         # As an OOM killer or an admin would: the whole group, behind the backend's back.
         _host, pid, _ = parse_reference(reference)
         os.killpg(pid, signal.SIGKILL)
-
-
-def submit(backend: SshBackend, *launches: PilotLaunch) -> list[str]:
-    results = backend.submit(SubmitRequest(QUEUE, launches))
-    assert [r.outcome for r in results] == [SubmitOutcome.OK] * len(launches), results
-    return [r.reference for r in results]
 
 
 class RecordingRunner:
