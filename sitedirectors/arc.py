@@ -43,7 +43,6 @@ import msgspec
 
 from central.models.pilot_states import FINAL_PILOT_STATES, PilotState
 from gridpilot.logs import get_logger
-from gridpilot.security.files import write_file_atomic
 from sitedirectors.arc_options import ArcOptions, convert_options
 from sitedirectors.arc_parse import (
     NATIVE_STATES,
@@ -76,7 +75,8 @@ from sitedirectors.base import (
     SubmitResult,
 )
 from sitedirectors.bundle import PilotBundle
-from sitedirectors.remote import tail_text
+from sitedirectors.records import ReferenceRecords
+from sitedirectors.remote import LocalFiles, tail_text
 from sitedirectors.staging import LOG_FILE, START_SCRIPT, write_pilot_files
 from sitedirectors.start_script import BundleOnNode
 
@@ -86,7 +86,6 @@ log = get_logger(__name__)
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _CHUNK = 1 << 20
-_RECORD_MAX_BYTES = 4096
 
 
 # ---- the pilot's files, on their way to a session directory -------------------------------------
@@ -182,25 +181,20 @@ class ArcBackend(Backend):
         self.rest = rest or ArcRest(options)
         self.endpoint = options.endpoint
         self._clock = clock
+        self._records = ReferenceRecords(LocalFiles(), str(state_dir / "references"), _Record)
 
     # ---- records ----
 
-    def _record_path(self, reference: str) -> Path:
-        return self.state_dir / "references" / reference
-
     def _read_record(self, reference: str) -> _Record | None:
         try:
-            data = self._record_path(reference).read_bytes()[:_RECORD_MAX_BYTES]
-            return msgspec.json.decode(data, type=_Record)
-        except FileNotFoundError:
-            return None
-        except (OSError, msgspec.DecodeError) as exc:
+            return self._records.read(reference)
+        except OSError as exc:
             log.warning("pilot.record_unreadable", reference=reference, error=str(exc))
             return None
 
     def _write_record(self, reference: str, record: _Record) -> None:
         try:
-            write_file_atomic(self._record_path(reference), msgspec.json.encode(record), 0o600)
+            self._records.write(reference, record)
         except OSError as exc:
             log.warning("pilot.record_failed", reference=reference, error=str(exc))
 
@@ -326,7 +320,7 @@ class ArcBackend(Backend):
                 self.rest.jobs_action(action, [job_id])
             except ArcRequestError as exc:
                 log.warning("arc.discard_failed", job=job_id, action=action, error=str(exc))
-        self._record_path(job_id).unlink(missing_ok=True)
+        self._records.remove(job_id)
 
     # ---- status ----
 
@@ -489,7 +483,7 @@ class ArcBackend(Backend):
             except ArcRequestError as exc:
                 raise BackendError(self.name, "cleanup", str(exc)) from exc
         for job_id in done:
-            self._record_path(job_id).unlink(missing_ok=True)
+            self._records.remove(job_id)
 
     def close(self) -> None:
         self.rest.close()

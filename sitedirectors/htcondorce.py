@@ -107,6 +107,7 @@ from sitedirectors.htcondorce_parse import (
     to_status,
     vanished,
 )
+from sitedirectors.records import ReferenceRecords
 from sitedirectors.remote import LocalFiles, tail_file
 from sitedirectors.staging import CA_FILE, LOG_FILE, START_SCRIPT, TOKEN_FILE
 from sitedirectors.start_script import BundleOnNode, StartScript, render_start_script
@@ -184,6 +185,9 @@ class HTCondorCEBackend(Backend):
         self.work_dir = work_dir
         self.bundle = bundle
         self.files = LocalFiles()
+        self._records = ReferenceRecords(
+            self.files, str(work_dir / "records"), _Record, _RECORD_MAX_BYTES
+        )
         self.client_dir = work_dir / "client" / queue
         self._clock = clock
         self._runner = runner
@@ -193,23 +197,6 @@ class HTCondorCEBackend(Backend):
 
     def pilot_dir(self, pilot_id: str) -> Path:
         return self.work_dir / "pilots" / pilot_id
-
-    def _record_path(self, reference: str) -> Path:
-        return self.work_dir / "records" / reference
-
-    def _read_record(self, reference: str) -> _Record | None:
-        text = tail_file(self._record_path(reference), _RECORD_MAX_BYTES)
-        if not text:
-            return None
-        try:
-            return msgspec.json.decode(text, type=_Record)
-        except msgspec.DecodeError as exc:
-            log.warning("pilot.record_unreadable", reference=reference, error=str(exc))
-            return None
-
-    def _write_record(self, reference: str, record: _Record) -> None:
-        self.files.make_dirs(str(self.work_dir / "records"), 0o700)
-        self.files.write_file(str(self._record_path(reference)), msgspec.json.encode(record))
 
     # ---- the child process that talks to the CE ----
 
@@ -378,7 +365,7 @@ class HTCondorCEBackend(Backend):
             # The CE holds its copy now: no second copy of the token stays behind here.
             (pilot_dir / TOKEN_FILE).unlink(missing_ok=True)
             try:
-                self._write_record(
+                self._records.write(
                     reference, _Record(pilot_id=launch.pilot_id, submitted=submitted)
                 )
             except OSError as exc:
@@ -415,7 +402,7 @@ class HTCondorCEBackend(Backend):
         if parsed.schedd != self.options.schedd:
             reason = f"submitted to schedd {parsed.schedd}; this queue uses {self.options.schedd}"
             return BackendStatus(PilotState.UNKNOWN, "unknown", reason=reason)
-        record = self._read_record(reference)
+        record = self._records.read(reference)
         if record is None:
             reason = f"no record of {reference} under {self.work_dir} (cleaned up?)"
             return BackendStatus(PilotState.UNKNOWN, "unknown", reason=reason)
@@ -471,7 +458,7 @@ class HTCondorCEBackend(Backend):
     def _remember(self, reference: str, record: _Record, status: BackendStatus) -> None:
         final = _Final(status.state.value, status.native, status.exit_code, status.reason)
         try:
-            self._write_record(reference, msgspec.structs.replace(record, final=final))
+            self._records.write(reference, msgspec.structs.replace(record, final=final))
         except OSError as exc:
             log.warning("pilot.record_failed", reference=reference, error=str(exc))
 
@@ -495,7 +482,7 @@ class HTCondorCEBackend(Backend):
         log.info("pilots.cancelled", references=",".join(targets), backend=self.name)
         for ref, (_, record) in targets.items():
             try:
-                self._write_record(ref, msgspec.structs.replace(record, cancelled=True))
+                self._records.write(ref, msgspec.structs.replace(record, cancelled=True))
             except OSError as exc:
                 log.warning("pilot.cancel_not_recorded", reference=ref, error=str(exc))
 
@@ -551,7 +538,7 @@ class HTCondorCEBackend(Backend):
                 log.warning("pilot.cleanup_release_failed", queue=self.queue, error=str(exc))
         for ref, record in forget:
             self.files.remove_tree(str(self.pilot_dir(record.pilot_id)))
-            self.files.remove_tree(str(self._record_path(ref)))
+            self._records.remove(ref)
 
 
 def _as_status(final: _Final) -> BackendStatus:

@@ -63,6 +63,7 @@ from sitedirectors.base import (
     SubmitResult,
 )
 from sitedirectors.bundle import PilotBundle
+from sitedirectors.records import ReferenceRecords
 from sitedirectors.remote import (
     CommandError,
     CommandResult,
@@ -111,7 +112,6 @@ REFERENCE_FILE = "reference"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 # A failed sacct (no accounting) is asked again only after this many seconds.
 _SACCT_RETRY = 600.0
-_RECORD_MAX_BYTES = 4096
 # Failures worth retrying next cycle: the host is short of something, not misconfigured.
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.ENOSPC, errno.EMFILE})
 
@@ -155,28 +155,12 @@ class SlurmBackend(Backend):
         self._clock = clock
         self._environment = {"SLURM_CONF": options.slurm_conf} if options.slurm_conf else None
         self._sacct_failed_at: float | None = None
+        self._records = ReferenceRecords(files, f"{self.work_dir}/references", _Record)
 
     # ---- paths and records ----
 
     def pilot_dir(self, pilot_id: str) -> str:
         return f"{self.work_dir}/pilots/{pilot_id}"
-
-    def _record_path(self, reference: str) -> str:
-        return f"{self.work_dir}/references/{reference}"
-
-    def _read_record(self, reference: str) -> _Record | None:
-        text = self.files.tail(self._record_path(reference), _RECORD_MAX_BYTES)
-        if not text:
-            return None
-        try:
-            return msgspec.json.decode(text, type=_Record)
-        except msgspec.DecodeError as exc:
-            log.warning("pilot.record_unreadable", reference=reference, error=str(exc))
-            return None
-
-    def _write_record(self, reference: str, record: _Record) -> None:
-        self.files.make_dirs(f"{self.work_dir}/references", 0o700)
-        self.files.write_file(self._record_path(reference), msgspec.json.encode(record))
 
     def _run(self, argv: Sequence[str], stdin: bytes | None = None) -> CommandResult:
         return self.runner.run(
@@ -300,7 +284,7 @@ class SlurmBackend(Backend):
     def _record_submission(self, prepared: _Prepared, reference: str, submitted: float) -> None:
         try:
             self.files.write_file(f"{prepared.pilot_dir}/{REFERENCE_FILE}", reference.encode())
-            self._write_record(reference, _Record(pilot_id=prepared.pilot_id, submitted=submitted))
+            self._records.write(reference, _Record(pilot_id=prepared.pilot_id, submitted=submitted))
         except (OSError, CommandError) as exc:
             # The job runs and is tracked by its reference; without the record, its end and
             # its log will be out of reach (Unknown), which the warning has to explain.
@@ -329,7 +313,7 @@ class SlurmBackend(Backend):
                 statuses[ref] = status
                 continue
             # Finished or gone: only pilots this backend still has files for count.
-            record = self._read_record(ref)
+            record = self._records.read(ref)
             if record is None:
                 statuses[ref] = BackendStatus(
                     PilotState.UNKNOWN,
@@ -434,17 +418,17 @@ class SlurmBackend(Backend):
             raise BackendError(self.name, "cancel", done.describe())
         log.info("pilots.cancelled", references=",".join(jobs), backend=self.name)
         for ref in jobs:
-            record = self._read_record(ref)
+            record = self._records.read(ref)
             if record is None or record.cancelled:
                 continue
             try:
-                self._write_record(ref, msgspec.structs.replace(record, cancelled=True))
+                self._records.write(ref, msgspec.structs.replace(record, cancelled=True))
             except (OSError, CommandError) as exc:
                 log.warning("pilot.cancel_not_recorded", reference=ref, error=str(exc))
 
     def fetch_output(self, reference: str, max_bytes: int = DEFAULT_LOG_CAP_BYTES) -> str:
         parse_reference(reference)
-        record = self._read_record(reference)
+        record = self._records.read(reference)
         if record is None:
             raise BackendError(self.name, "fetch_output", f"no record of {reference}")
         return self.files.tail(f"{self.pilot_dir(record.pilot_id)}/{LOG_FILE}", max_bytes)
@@ -464,10 +448,10 @@ class SlurmBackend(Backend):
                 reason = "still in the batch system" if alive else errors[ref]
                 log.warning("pilot.cleanup_skipped", reference=ref, reason=reason)
                 continue
-            record = self._read_record(ref)
+            record = self._records.read(ref)
             if record is not None:
                 self._remove_dirs([self.pilot_dir(record.pilot_id)])
-            self._remove_dirs([self._record_path(ref)])
+            self._remove_dirs([self._records.path(ref)])
 
 
 def _failure(pilot_id: str, message: str, exc: BaseException) -> SubmitResult:
