@@ -52,14 +52,13 @@ from tests.sitedirectors.conformance import (
     wait_status,
 )
 from tests.support.cloud import (
-    EC2_FLAVOR,
-    EC2_IMAGE,
     MIMIC_FLAVOR,
     MIMIC_REGION,
     MIMIC_SERVICE,
     MimicServer,
     MotoServer,
     VmBooter,
+    ec2_backend_options,
     running_mimic,
     running_moto,
     write_credentials,
@@ -89,22 +88,7 @@ def director() -> str:
 
 
 def ec2_options(moto: MotoServer, tmp_path: Path, director: str, **extra: Any) -> dict[str, Any]:
-    creds = write_credentials(tmp_path / "ec2.toml", key_id=moto.key_id, secret=moto.secret)
-    return {
-        "provider": "ec2",
-        "credentials_file": str(creds),
-        "endpoint": moto.endpoint,
-        "region": moto.region,
-        "image": EC2_IMAGE,
-        "flavor": EC2_FLAVOR,
-        "director": director,
-        "vanish_grace": VANISH_GRACE,
-        "vm_dir": str(tmp_path / "vm"),
-        "pilot_user": "root",
-        "block_metadata": False,
-        "timeout": 10.0,
-        **extra,
-    }
+    return ec2_backend_options(moto, tmp_path, director, **{"vanish_grace": VANISH_GRACE, **extra})
 
 
 def openstack_options(

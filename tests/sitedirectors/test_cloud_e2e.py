@@ -41,10 +41,9 @@ from tests.support.central_process import (
     running_central,
 )
 from tests.support.cloud import (
-    EC2_FLAVOR,
-    EC2_IMAGE,
     MotoServer,
     VmBooter,
+    ec2_backend_options,
     running_moto,
     serving_https,
     write_credentials,
@@ -73,24 +72,8 @@ def cleanup(tmp_path: Path) -> Iterator[None]:
 
 
 def cloud_options(moto: MotoServer, tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    creds = write_credentials(tmp_path / "ec2.toml", key_id=moto.key_id, secret=moto.secret)
-    return {
-        "provider": "ec2",
-        "credentials_file": str(creds),
-        "endpoint": moto.endpoint,
-        "region": moto.region,
-        "image": EC2_IMAGE,
-        "flavor": EC2_FLAVOR,
-        "director": DIRECTOR,
-        "max_vms": MAX_VMS,
-        "vanish_grace": 3.0,
-        "vm_dir": str(tmp_path / "vm"),
-        # The "VMs" run on this machine as root: no user to create, no firewall rule.
-        "pilot_user": "root",
-        "block_metadata": False,
-        "timeout": 10.0,
-        **extra,
-    }
+    defaults = {"max_vms": MAX_VMS, "vanish_grace": 3.0}
+    return ec2_backend_options(moto, tmp_path, DIRECTOR, **{**defaults, **extra})
 
 
 def live_instances(moto: MotoServer, queue: str) -> list[dict[str, Any]]:

@@ -197,6 +197,28 @@ def running_moto(directory: Path, *, iam: bool = True) -> Iterator[MotoServer]:
         stop_child(proc, STOP_TIMEOUT)
 
 
+def ec2_backend_options(
+    moto: MotoServer, tmp_path: Path, director: str, **extra: Any
+) -> dict[str, Any]:
+    """The cloud backend's options for a queue on this moto EC2 endpoint."""
+    creds = write_credentials(tmp_path / "ec2.toml", key_id=moto.key_id, secret=moto.secret)
+    return {
+        "provider": "ec2",
+        "credentials_file": str(creds),
+        "endpoint": moto.endpoint,
+        "region": moto.region,
+        "image": EC2_IMAGE,
+        "flavor": EC2_FLAVOR,
+        "director": director,
+        "vm_dir": str(tmp_path / "vm"),
+        # The "VMs" run on this machine as root: no user to create, no firewall rule.
+        "pilot_user": "root",
+        "block_metadata": False,
+        "timeout": 10.0,
+        **extra,
+    }
+
+
 # ---- mimic (OpenStack) -------------------------------------------------------------------------
 
 
