@@ -27,7 +27,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from gridpilot.processes import stop_child
+from gridpilot.processes import as_user, stop_child
 
 USER = "xrootd"
 XROOTD = "/usr/bin/xrootd"
@@ -190,13 +190,12 @@ class XrootdServer:
         with self.output.open("ab") as output:
             self._proc = subprocess.Popen(
                 # -l =FILE: exactly this log file (without "=", xrootd inserts the name).
-                [XROOTD, "-c", str(self.config), "-l", f"={self.log}", "-n", self.name],
+                as_user(
+                    [XROOTD, "-c", str(self.config), "-l", f"={self.log}", "-n", self.name], USER
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                user=USER,
-                group=USER,
-                extra_groups=[],
                 cwd=self.directory,
             )
         try:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridpilot.processes import stop_child
+from gridpilot.processes import as_user, stop_child
 from tests.support.backends import require_debian_backend
 
 PARTITION = "debug"
@@ -243,20 +243,20 @@ class SlurmDaemons:
         log = (self.root / "log" / "munged.out").open("wb")
         with log:
             self._munged = subprocess.Popen(
-                [
-                    str(_program("munged")),
-                    "--foreground",
-                    f"--socket={self.munge_socket}",
-                    f"--pid-file={munge_dir / 'munged.pid'}",
-                    f"--log-file={munge_dir / 'munged.log'}",
-                    f"--seed-file={munge_dir / 'munged.seed'}",
-                ],
+                as_user(
+                    [
+                        str(_program("munged")),
+                        "--foreground",
+                        f"--socket={self.munge_socket}",
+                        f"--pid-file={munge_dir / 'munged.pid'}",
+                        f"--log-file={munge_dir / 'munged.log'}",
+                        f"--seed-file={munge_dir / 'munged.seed'}",
+                    ],
+                    "munge",
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                user="munge",
-                group="munge",
-                extra_groups=[],
             )
         self._wait(lambda: _munge_roundtrip(self.munge_socket), "munged to answer")
 
@@ -266,13 +266,10 @@ class SlurmDaemons:
             argv.append("-c")
         with (self.root / "log" / "slurmctld.out").open("ab") as log:
             self._slurmctld = subprocess.Popen(
-                argv,
+                as_user(argv, "slurm"),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                user="slurm",
-                group="slurm",
-                extra_groups=[],
                 env={**os.environ, "SLURM_CONF": str(self.conf)},
             )
 
