@@ -414,6 +414,11 @@ def test_pilot_killed_on_the_host_stalls_its_job(grid: SshGrid) -> None:
 SLEEPER = "import time; time.sleep(120)"
 
 
+def _sleepers(grid: SshGrid) -> int:
+    """The SLEEPER pilots running on the SSH host."""
+    return sum("time.sleep" in " ".join(p.cmdline()) for p in processes_under(grid.remote_work_dir))
+
+
 def test_pilots_that_do_not_register_cause_no_flood(grid: SshGrid) -> None:
     """3 waiting jobs, max_per_cycle 50: pilots that run but never register keep counting as
     waiting, so there are never more than 3, in central as on the host."""
@@ -427,12 +432,13 @@ def test_pilots_that_do_not_register_cause_no_flood(grid: SshGrid) -> None:
         for _ in range(8):
             report = director.run_cycle()
             assert report.ok, report
-            running = [
-                p
-                for p in processes_under(grid.remote_work_dir)
-                if "time.sleep" in " ".join(p.cmdline())
-            ]
-            counts.append((len(list_pilots(grid.central)), len(running)))
+            pilots = len(list_pilots(grid.central))
+            # A pilot started over SSH (nohup) shows in the host's process table a moment
+            # after the submission returns: look again, briefly, before counting it missing.
+            deadline = time.monotonic() + 5.0
+            while (running := _sleepers(grid)) < pilots and time.monotonic() < deadline:
+                time.sleep(0.1)
+            counts.append((pilots, running))
             time.sleep(0.5)
     finally:
         director.close()
